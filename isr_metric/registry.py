@@ -1,0 +1,211 @@
+"""The judge registry: one name, one row, one class (like pyiqa's ``create_metric``/``list_models``).
+
+Rows name their factory as ``"module:attribute"`` so that listing judges never imports a heavy
+backend. Backends that know their own model list (pyiqa) contribute rows through a *provider*:
+a function returning :class:`JudgeSpec` rows, called only when the registry is listed or a name is
+not found among the static rows.
+
+Adding a judge: write its module under ``isr_metric/judges/`` and add one row to ``_BUILTIN``
+(or call :func:`register_judge` from your own package).
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+__all__ = [
+    "JudgeSpec",
+    "MissingExtraError",
+    "register_judge",
+    "register_provider",
+    "create_judge",
+    "list_judges",
+    "get_spec",
+]
+
+
+class MissingExtraError(ImportError):
+    """A judge's optional dependency is not installed; the message names the extra."""
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """A registry row.
+
+    Args:
+        name: registry name (``"clip"``, ``"iqa:musiq"``).
+        factory: a callable, or ``"module:attribute"`` resolved on creation.
+        kind: ``"semantic"`` or ``"perceptual"``.
+        backend: library that computes the score (``"open_clip"``, ``"pyiqa"``, ``"numpy"``...).
+        offline: True when the judge needs no download (works air-gapped).
+        higher_is_better: native direction of the raw score; None when it depends on options.
+        requires: importable module names the judge needs.
+        extra: the pip extra that installs them (``pip install 'isr-metric[EXTRA]'``).
+        description: one line for ``isr judges``; says which parameters/weights it uses.
+        defaults: keyword options passed to the factory before the user's.
+    """
+
+    name: str
+    factory: Union[str, Callable[..., Any]]
+    kind: str
+    backend: str
+    offline: bool
+    higher_is_better: Optional[bool] = None
+    requires: Tuple[str, ...] = ()
+    extra: Optional[str] = None
+    description: str = ""
+    defaults: Dict[str, Any] = field(default_factory=dict)
+
+    def missing_modules(self) -> List[str]:
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def resolve_factory(self) -> Callable[..., Any]:
+        if callable(self.factory):
+            return self.factory
+        mod, _, attr = self.factory.partition(":")
+        return getattr(importlib.import_module(mod), attr)
+
+    def row(self) -> Dict[str, Any]:
+        direction = {True: "higher=better", False: "lower=better", None: "depends"}[self.higher_is_better]
+        return {"name": self.name, "kind": self.kind, "direction": direction, "backend": self.backend,
+                "offline": self.offline, "extra": self.extra or "-", "description": self.description}
+
+
+def _row(name: str, factory: str, kind: str, backend: str, offline: bool, hib: Optional[bool],
+         requires: Sequence[str] = (), extra: Optional[str] = None, description: str = "",
+         **defaults: Any) -> JudgeSpec:
+    return JudgeSpec(name, factory, kind, backend, offline, hib, tuple(requires), extra, description,
+                     dict(defaults))
+
+
+# One row per built-in judge. Modules named here must import without their heavy backend.
+_BUILTIN: Tuple[JudgeSpec, ...] = (
+    _row("callable", "isr_metric.judges.base:CallableJudge", "perceptual", "python", True, None,
+         description="wraps your own scoring function fn(samples) -> scores; set kind= and "
+                     "higher_is_better= explicitly"),
+)
+
+_REGISTRY: Dict[str, JudgeSpec] = {}
+_PROVIDERS: List[Callable[[], Iterable[JudgeSpec]]] = []
+_PROVIDER_MODULES: Tuple[str, ...] = ()  # modules exposing ``judge_specs()`` (dynamic rows)
+_provided: Optional[Dict[str, JudgeSpec]] = None
+
+
+def _ensure_builtins() -> None:
+    if not _REGISTRY:
+        for spec in _BUILTIN:
+            _REGISTRY.setdefault(spec.name, spec)
+
+
+def register_judge(
+    name: str,
+    factory: Union[str, Callable[..., Any], None] = None,
+    *,
+    kind: str,
+    backend: str = "python",
+    offline: bool = True,
+    higher_is_better: Optional[bool] = None,
+    requires: Sequence[str] = (),
+    extra: Optional[str] = None,
+    description: str = "",
+    replace: bool = False,
+    **defaults: Any,
+):
+    """Register a judge under ``name``. Usable as a call or as a class decorator::
+
+        @register_judge("my-iqa", kind="perceptual", higher_is_better=True)
+        class MyIQA(Judge): ...
+    """
+    if kind not in ("semantic", "perceptual"):
+        raise ValueError(f"register_judge({name!r}): kind must be 'semantic' or 'perceptual', got {kind!r}")
+
+    def _do(f):
+        _ensure_builtins()
+        if name in _REGISTRY and not replace:
+            raise ValueError(f"a judge named {name!r} is already registered; pass replace=True to override")
+        _REGISTRY[name] = JudgeSpec(name, f, kind, backend, offline, higher_is_better, tuple(requires),
+                                    extra, description, dict(defaults))
+        return f
+
+    if factory is None:
+        return _do
+    _do(factory)
+    return factory
+
+
+def register_provider(fn: Callable[[], Iterable[JudgeSpec]]) -> Callable[[], Iterable[JudgeSpec]]:
+    """Register a function that yields :class:`JudgeSpec` rows on demand (e.g. from a backend's
+    own model list). Called lazily; its rows never override static rows."""
+    global _provided
+    _PROVIDERS.append(fn)
+    _provided = None
+    return fn
+
+
+def _dynamic_rows() -> Dict[str, JudgeSpec]:
+    global _provided
+    if _provided is None:
+        rows: Dict[str, JudgeSpec] = {}
+        fns = list(_PROVIDERS)
+        for mod in _PROVIDER_MODULES:
+            fns.append(getattr(importlib.import_module(mod), "judge_specs"))
+        for fn in fns:
+            for spec in fn():
+                rows.setdefault(spec.name, spec)
+        _provided = rows
+    return _provided
+
+
+def get_spec(name: str) -> JudgeSpec:
+    """The registry row for ``name``; KeyError names close matches."""
+    _ensure_builtins()
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    dyn = _dynamic_rows()
+    if name in dyn:
+        return dyn[name]
+    names = sorted(set(_REGISTRY) | set(dyn))
+    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise KeyError(f"no judge named {name!r}.{hint} `isr judges` lists all {len(names)} judges.")
+
+
+def create_judge(name: str, /, **options: Any):
+    """Create the judge registered as ``name`` with keyword ``options``.
+
+    Raises:
+        KeyError: unknown name (the message lists close matches).
+        MissingExtraError: the judge's backend is not installed (names the extra to install).
+    """
+    spec = get_spec(name)
+    missing = spec.missing_modules()
+    if missing:
+        extra = f"pip install 'isr-metric[{spec.extra}]'" if spec.extra else f"pip install {' '.join(missing)}"
+        raise MissingExtraError(
+            f"judge {name!r} needs {', '.join(missing)}, which is not installed; install it with: {extra}"
+        )
+    factory = spec.resolve_factory()
+    kwargs = {**spec.defaults, **options}
+    judge = factory(**kwargs)
+    if getattr(judge, "name", None) in (None, ""):
+        try:
+            judge.name = name
+        except AttributeError:
+            pass
+    return judge
+
+
+def list_judges(kind: Optional[str] = None, pattern: str = "*", *, dynamic: bool = True) -> List[JudgeSpec]:
+    """Registered judges, sorted by name, filtered by ``kind`` and a glob ``pattern``.
+    ``dynamic=False`` skips provider rows (which may import a backend to read its model list)."""
+    if kind not in (None, "semantic", "perceptual"):
+        raise ValueError(f"kind must be None, 'semantic' or 'perceptual', got {kind!r}")
+    _ensure_builtins()
+    rows = dict(_dynamic_rows()) if dynamic else {}
+    rows.update(_REGISTRY)
+    return [s for n, s in sorted(rows.items())
+            if (kind is None or s.kind == kind) and fnmatch.fnmatchcase(n, pattern)]

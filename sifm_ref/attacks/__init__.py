@@ -1,0 +1,1 @@
+"""Immunization methods sharing one PGD engine (see sifm_ref.attacks.pgd)."""

@@ -1,0 +1,68 @@
+"""Shared test setup: offline, loopback-only, deterministic."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+
+import pytest
+
+# No model hub: every test must build its models locally.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+def _is_loopback(host) -> bool:
+    if host in ("localhost", "", None):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+NON_LOOPBACK_ATTEMPTS: list = []
+
+
+def _guard(addr):
+    if isinstance(addr, tuple) and not _is_loopback(addr[0]):
+        NON_LOOPBACK_ATTEMPTS.append(addr)
+        raise ConnectionRefusedError(f"test suite blocked a connection to non-loopback address {addr!r}")
+
+
+def _connect(self, addr):
+    _guard(addr)
+    return _real_connect(self, addr)
+
+
+def _connect_ex(self, addr):
+    _guard(addr)
+    return _real_connect_ex(self, addr)
+
+
+socket.socket.connect = _connect
+socket.socket.connect_ex = _connect_ex
+
+
+def pytest_addoption(parser):
+    parser.addoption("--real-weights", action="store_true", default=False,
+                     help="run tests marked real_weights (need pretrained weights / network)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--real-weights"):
+        return
+    skip = pytest.mark.skip(reason="needs real weights; run with --real-weights")
+    for item in items:
+        if "real_weights" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if NON_LOOPBACK_ATTEMPTS:
+        print(f"\nNON-LOOPBACK CONNECTION ATTEMPTS: {NON_LOOPBACK_ATTEMPTS}")
+        session.exitstatus = 1
