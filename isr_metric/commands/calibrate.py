@@ -112,6 +112,7 @@ def load_scores(args, table, *, judge_name: str) -> Tuple[Any, Dict[str, Any]]:
 
     options = parse_judge_options(args.judge_option)
     if args.score_column:
+        _check_rows_left(table)
         return None, options
     judge = create_judge(judge_name, **options)
     samples, keep = [], []
@@ -129,7 +130,14 @@ def load_scores(args, table, *, judge_name: str) -> Tuple[Any, Dict[str, Any]]:
     for i in reversed(range(len(results))):
         if results[i][1] is not None:
             table.drop(i, results[i][1])
+    _check_rows_left(table)
     return judge, options
+
+
+def _check_rows_left(table) -> None:
+    if not table.labels:
+        raise ValueError(f"{table.path}: no usable row -- all {len(table.skipped)} rows were skipped "
+                         "(reasons above)")
 
 
 def read_table(args):
