@@ -56,6 +56,8 @@ def run(args) -> int:
                                     n_boot=args.n_boot, confidence=args.confidence, seed=args.seed,
                                     keys=table.keys)
     except (CalibrationError, LabelError, ValueError, KeyError, FileNotFoundError, MissingExtraError) as e:
+        if "table" in locals():
+            print_skipped("agreement", table.skipped)
         return error("agreement", str(e).strip('"'))
     same = data_fingerprint(table.scores, table.labels, table.keys) == card.fitted_on.get("fingerprint")
     report.update({"judge": name, "card": str(args.card), "card_created": card.created,
