@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Rebuild the threshold card of a perceptual (no-reference IQA) judge from synthetic labels.
+r"""Rebuild the threshold card of a perceptual (no-reference IQA) judge from synthetic labels.
 
     python calibration/offline_iqa.py --judge iqa:piqe --out isr_metric/cards/iqa_piqe.json
     python calibration/offline_iqa.py --judge offline:brisque --spec calibration/specs/skimage_synthetic.json \

@@ -1,4 +1,4 @@
-"""``isr calibrate``: fit a judge's threshold to a label table and write a ThresholdCard.
+r"""``isr calibrate``: fit a judge's threshold to a label table and write a ThresholdCard.
 
     isr calibrate labels.csv --judge iqa:piqe --objective youden --out card.json --plots plots/
     isr calibrate labels.csv --judge clip --score-column clip_score --objective target_fpr \

@@ -1,4 +1,4 @@
-"""``isr label``: make a label table for calibration.
+r"""``isr label``: make a label table for calibration.
 
 Run a judge that gives verdicts (the MLLM judge, or any judge with a card/threshold) on a seeded
 subset of a manifest::
@@ -108,8 +108,10 @@ def _judge(args) -> int:
                          "labeler_score": "" if score != score else repr(float(score))})
     skipped.sort(key=lambda s: s["line"])
     print_skipped("label", skipped)
-    columns = ["key"] + [c for r in rows[:1] for c in r if c not in ("key", "label")] + \
-        ["label", "labeler", "labeler_score"]
+    columns = ["key"]
+    for r in out_rows:  # union of the manifest's columns, in first-seen order
+        columns += [c for c in r if c not in columns and c not in ("label", "labeler", "labeler_score")]
+    columns += ["label", "labeler", "labeler_score"]
     write_label_table(args.out, out_rows, columns)
     describe = judge.describe() if hasattr(judge, "describe") else {"name": args.judge}
     prov = {"manifest": str(args.manifest), "manifest_sha256": sha256_file(args.manifest),
