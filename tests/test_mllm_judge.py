@@ -232,3 +232,17 @@ def test_registry_rows_and_standalone_perceptual(server, tmp_path):
     sem = p.semantic()
     assert sem(_samples(["no-degraded"])).success == (True,) and server.state.total == 1
     assert isinstance(torch.as_tensor(p.score(_samples(["no-degraded"]))), torch.Tensor)
+
+
+def test_judge_modules_import_without_backends():
+    import subprocess
+    import sys
+
+    code = ("import sys, isr_metric.judges.clip, isr_metric.judges.vqa, isr_metric.judges.mllm; "
+            "from isr_metric import list_judges; names = [s.name for s in list_judges(dynamic=False)]; "
+            "assert {'clip', 'clip-hf', 'vqa', 'mllm', 'mllm-degraded'} <= set(names), names; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "{'open_clip', 'transformers', 'httpx', 'openai'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
