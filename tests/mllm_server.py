@@ -11,7 +11,7 @@ server counts requests per scenario so tests can check retries. Scenarios:
 ``rate``            first request 429 with ``Retry-After: 1``, then ``yes``
 ``err500``          first request 500, then ``no-degraded``
 ``always500``       500 every time
-``slow``            first request sleeps 1 s (longer than the client timeout), then ``yes``
+``slow``            first request sleeps 3 s (longer than the client timeout), then ``yes``
 ``malformed``       always a prose answer that is not JSON
 ``malformed-once``  prose first, then ``yes``
 ``hang``            sleeps (up to 10 s) without answering
@@ -120,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
         if scenario in ("err500", "always500"):
             return self._send(500, {"error": {"message": "internal error"}})
         if scenario == "slow":
-            st.stop.wait(1.0)
+            st.stop.wait(3.0)
             return self._chat(_answer(True, False, model))
         if scenario in ("malformed", "malformed-once"):
             return self._chat(PROSE)

@@ -33,8 +33,8 @@ def _samples(scenarios, *, with_source=True, seed=0):
 
 
 def _judge(server, tmp_path, **kw):
-    opts = dict(model="tiny-mllm", base_url=server.base_url, api_key_env=ENV, timeout=0.4, max_retries=3,
-                concurrency=4, deadline=3.0, backoff_base=0.01, backoff_max=0.05, cache_dir=tmp_path / "cache")
+    opts = dict(model="tiny-mllm", base_url=server.base_url, api_key_env=ENV, timeout=1.5, max_retries=3,
+                concurrency=4, deadline=6.0, backoff_base=0.01, backoff_max=0.05, cache_dir=tmp_path / "cache")
     opts.update(kw)
     return create_judge("mllm", **opts)
 

@@ -272,6 +272,7 @@ class MLLMClient:
         self.cache = AnswerCache(cache_dir) if cache_dir is not None else None
         self._memo: Dict[str, MLLMAnswer] = {}
         self._memo_lock = threading.Lock()
+        self._key_locks: Dict[str, threading.Lock] = {}
         self._http = httpx.Client(timeout=self.timeout)
         self.n_requests = 0  # HTTP requests sent by this client (for tests and accounting)
 
@@ -393,6 +394,17 @@ class MLLMClient:
         with self._memo_lock:
             if key in self._memo:
                 return self._memo[key]
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # identical samples in flight at once are asked once
+            with self._memo_lock:
+                if key in self._memo:
+                    return self._memo[key]
+            ans = self._lookup_or_ask(key, payload, ident, label)
+            with self._memo_lock:
+                self._memo[key] = ans
+            return ans
+
+    def _lookup_or_ask(self, key: str, payload: Dict[str, Any], ident: Dict[str, Any], label: str) -> MLLMAnswer:
         row = self.cache.get(key) if self.cache is not None else None
         if row is not None:
             a = row["answer"]
@@ -409,9 +421,7 @@ class MLLMClient:
                                 "answer": {"edit_accomplished": ans.edit_accomplished,
                                            "degraded": ans.degraded, "reason": ans.reason},
                                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-        with self._memo_lock:
-            self._memo.setdefault(key, ans)
-            return self._memo[key]
+        return ans
 
     def answers(self, samples: Sequence[EditSample]) -> List[MLLMAnswer]:
         """One answer per sample, in order (memo -> disk cache -> HTTP, at most ``concurrency``
