@@ -79,7 +79,12 @@ class LocalModelJudge(Judge):
         samples = list(samples)
         scores: List[float] = []
         reasons: List[Optional[str]] = []
-        for i in range(0, len(samples), self.batch_size):
+        starts: Any = range(0, len(samples), self.batch_size)
+        if self.progress and len(samples) > self.batch_size:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=self.name, unit="batch")
+        for i in starts:
             s, r = self._score_batch_reasons(samples[i:i + self.batch_size])
             scores += [float(x) for x in s]
             reasons += list(r)
