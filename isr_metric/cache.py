@@ -179,10 +179,15 @@ class ScoreCache:
         h.update(sample_fp.encode())
         return h.hexdigest()
 
-    def get(self, key: str) -> Optional[CacheEntry]:
+    def peek(self, key: str) -> Optional[CacheEntry]:
+        """Like :meth:`get` without counting a hit or a miss."""
         e = self._mem.get(key)
         if e is not None and math.isnan(e.score) and e.success is None and not self.reuse_abstentions:
-            e = None
+            return None
+        return e
+
+    def get(self, key: str) -> Optional[CacheEntry]:
+        e = self.peek(key)
         with self._lock:
             if e is None:
                 self.misses += 1
