@@ -87,14 +87,10 @@ def _parse_value(v: str) -> Any:
 def parse_judge_options(items: Sequence[str], cards: Sequence[str]) -> Dict[str, Dict[str, Any]]:
     out: Dict[str, Dict[str, Any]] = {}
     for it in items:
-        name, sep, kv = it.partition(":")
-        k, eq, v = kv.partition("=")
-        # judge names may contain ':' (iqa:piqe): split at the last ':' before '='
-        if "=" in name or not eq:
-            head, _, tail = it.partition("=")
-            name, _, k = head.rpartition(":")
-            v, eq = tail, "="
-        if not name or not k or not eq:
+        # judge names may contain ':' (iqa:piqe): the key follows the last ':' before '='
+        head, eq, v = it.partition("=")
+        name, _, k = head.rpartition(":")
+        if not name or not k.strip() or not eq:
             raise ValueError(f"--judge-option {it!r}: expected NAME:KEY=VALUE, e.g. iqa:piqe:threshold=50")
         out.setdefault(name, {})[k.strip()] = _parse_value(v)
     for it in cards:
