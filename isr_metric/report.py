@@ -12,6 +12,7 @@ import csv
 import html
 import io
 import math
+import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .types import ISRReport
@@ -96,12 +97,19 @@ def thumbnail_data_uri(img: Any, *, size: int = 112) -> Optional[str]:
     try:
         from PIL import Image
 
-        from .data import load_image
+        im = None
+        if isinstance(img, (str, os.PathLike)):
+            with Image.open(img) as src:
+                if src.mode in ("RGB", "L", "P") and "transparency" not in src.info \
+                        and src.size[0] * src.size[1] <= 50_000_000:
+                    src.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale
+                    im = src.convert("RGB")
+        if im is None:  # alpha, 16-bit, arrays, tensors: the library's own conversion
+            from .data import load_image
 
-        t = load_image(img, max_pixels=50_000_000)
-        arr = (t.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy())
-        im = Image.fromarray(arr)
-        im.thumbnail((size, size), Image.Resampling.LANCZOS)
+            t = load_image(img, max_pixels=50_000_000)
+            im = Image.fromarray(t.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy())
+        im.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=85)
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
