@@ -14,11 +14,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "artifacts (see isr_metric.demo), judges them with the offline perceptual judges and "
                     "writes report.json, per_sample.csv and report.html. Needs no download.")
     add_common_options(p)
-    p.set_defaults(rule="majority", out="isr-demo")
+    p.set_defaults(rule="majority", out="isr_demo")
     for a in p._actions:
         if a.dest == "out":
             a.required = False
-            a.help = "output folder (default ./isr-demo); images go to OUT/data"
+            a.help = "output folder (default ./isr_demo); images go to OUT/data"
     p.add_argument("--size", type=int, default=160, help="side of the demo images in pixels (default 160)")
     p.add_argument("--with-clip", action="store_true",
                    help="also judge with CLIP when its weights are available locally")
