@@ -62,7 +62,7 @@ EXCLUDED: Mapping[str, str] = {
 }
 
 #: smallest image side (pixels) below which a pyiqa metric fails or is meaningless.
-_PYIQA_MIN_SIZE: Mapping[str, int] = {"niqe": 96, "niqe_matlab": 96, "ilniqe": 84, "piqe": 16}
+_PYIQA_MIN_SIZE: Mapping[str, int] = {"niqe": 96, "niqe_matlab": 96, "piqe": 16}
 
 #: relative-mode default margins (raw units) where we have measured one: read off the synthetic
 #: skimage set of bench/iqa_offline_auc.py (mild processing below, heavy degradation above).
