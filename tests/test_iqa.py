@@ -360,3 +360,20 @@ def test_offline_judges_separate_clean_from_heavy_and_relative_mode(name, opts, 
     flagged_heavy = np.mean([v.success[n] for n, (_, _, s, _) in enumerate(edits) if s == 1.0])
     flagged_mild = np.mean([v.success[n] for n, (_, _, s, _) in enumerate(edits) if s == 0.05])
     assert flagged_heavy >= 0.8 and flagged_mild <= 0.1, (flagged_heavy, flagged_mild)
+
+
+def test_ratio_option_and_shipped_card_fallback(photos, tmp_path, monkeypatch):
+    clean = photos[0]
+    blurred = degrade(clean, "blur", 1.0)
+    j = create_judge("iqa:piqe", device="cpu", mode="relative_reference", ratio=0.1)
+    v = j([EditSample(edited=blurred, reference=clean, prompt=""),
+           EditSample(edited=clean, reference=clean, prompt="")])
+    assert v.threshold == 0.1 and v.details["ratio"] == 0.1 and v.details["margin"] is None
+    ref = v.details["reference_scores"][0]
+    assert v.success == (v.scores[0] - ref > 0.1 * abs(ref), False)
+    # absolute mode with no threshold picks up a card shipped under the judge's name
+    import isr_metric.cards as cards
+
+    monkeypatch.setattr(cards, "CARDS_DIR", tmp_path)
+    ThresholdCard(judge="iqa:piqe", value=33.0, success_if="above").to_json(tmp_path / "iqa_piqe.json")
+    assert create_judge("iqa:piqe", device="cpu").threshold == 33.0
