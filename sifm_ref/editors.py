@@ -24,7 +24,6 @@ and ``sd3`` (StableDiffusion3Img2ImgPipeline, SDEdit on SD3's MM-DiT with flow m
 from __future__ import annotations
 
 import copy
-import difflib
 from dataclasses import dataclass
 from importlib import import_module
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
@@ -32,6 +31,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 import torch
 
 from isr_metric.registry import MissingExtraError
+
+from ._lookup import resolve
 
 __all__ = [
     "Editor", "TextConditioning", "EditorLoadError", "EDITORS", "list_editors", "load_editor",
@@ -496,12 +497,7 @@ def list_editors() -> Tuple[str, ...]:
 
 
 def get_editor_class(name: str) -> type:
-    if name not in EDITORS:
-        close = difflib.get_close_matches(name, list(EDITORS), n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(f"unknown editor {name!r}{hint} Known editors: {', '.join(EDITORS)}")
-    mod, attr = EDITORS[name].split(":")
-    return getattr(import_module(mod), attr)
+    return resolve(EDITORS, name, "editor")
 
 
 def load_editor(name: Union[str, Editor], model: Optional[str] = None, **kwargs: Any) -> Editor:

@@ -8,9 +8,9 @@ Methods by name (resolved lazily, so listing imports nothing heavy)::
 """
 from __future__ import annotations
 
-import difflib
-from importlib import import_module
 from typing import Any, Dict, Tuple
+
+from .._lookup import resolve
 
 __all__ = ["METHODS", "list_methods", "get_method", "create_method"]
 
@@ -30,12 +30,7 @@ def list_methods() -> Tuple[str, ...]:
 
 
 def get_method(name: str) -> type:
-    if name not in METHODS:
-        close = difflib.get_close_matches(name, list(METHODS), n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise KeyError(f"unknown method {name!r}{hint} Known methods: {', '.join(METHODS)}")
-    mod, attr = METHODS[name].split(":")
-    return getattr(import_module(mod), attr)
+    return resolve(METHODS, name, "method")
 
 
 def create_method(name: str, editor: Any, **params: Any):
