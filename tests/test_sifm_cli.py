@@ -12,7 +12,7 @@ pytest.importorskip("diffusers")
 from isr_metric.data import load_image  # noqa: E402
 from sifm_ref.api import save_png  # noqa: E402
 from sifm_ref.cli import main  # noqa: E402
-from tiny_diffusion import build_tiny_pipeline  # noqa: E402
+from .tiny_diffusion import build_tiny_pipeline  # noqa: E402
 
 
 @pytest.fixture(scope="module")

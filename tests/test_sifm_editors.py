@@ -8,7 +8,7 @@ pytest.importorskip("diffusers")
 
 from sifm_ref.editors import (EditorLoadError, center_mask, get_editor_class, list_editors,  # noqa: E402
                               load_editor)
-from tiny_diffusion import build_tiny_pipeline  # noqa: E402
+from .tiny_diffusion import build_tiny_pipeline  # noqa: E402
 
 
 @pytest.fixture(scope="module")

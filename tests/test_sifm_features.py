@@ -7,7 +7,7 @@ import torch
 pytest.importorskip("diffusers")
 
 from sifm_ref.features import FeatureTap, tap_features  # noqa: E402
-from tiny_diffusion import tiny_unet  # noqa: E402
+from .tiny_diffusion import tiny_unet  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from sifm_ref import immunize, load_editor  # noqa: E402
 from sifm_ref.api import save_png  # noqa: E402
 from sifm_ref.attacks import create_method, list_methods  # noqa: E402
 from sifm_ref.attacks.pgd import PGDConfig, linf, pgd  # noqa: E402
-from tiny_diffusion import build_tiny_pipeline  # noqa: E402
+from .tiny_diffusion import build_tiny_pipeline  # noqa: E402
 
 EPS = 0.03
 
