@@ -8,9 +8,8 @@ r"""Rebuild the threshold card of a perceptual (no-reference IQA) judge from syn
 The labelled data is described by a data spec (``calibration/specs/*.json``): scikit-image photos,
 centre-cropped and resized, degraded with seeded noise / blur / JPEG at fixed strengths; heavy
 strengths are label 1 (degraded), the clean photo and mild strengths label 0. Degradations come
-from :func:`isr_metric.synthetic.degrade` when that module is present (it is the library's own,
-documented degradation code); otherwise a small built-in fallback with the same strength mapping
-is used, and the card says which one made the data (``fitted_on.degradation_impl``).
+from :func:`isr_metric.synthetic.degrade` (the library's own, documented degradation code); the
+card records it in ``fitted_on.degradation_impl``.
 
 Everything is seeded: running the script twice writes cards that differ only in ``created``.
 The card says ``fitted_on.synthetic = true`` and embeds the data spec and its sha256.
@@ -19,19 +18,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
-import math
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout: use this working tree's isr_metric
     sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 DEFAULT_SPEC = Path(__file__).resolve().parent / "specs" / "skimage_synthetic.json"
 SCRIPT = "calibration/offline_iqa.py"
@@ -51,54 +45,10 @@ def load_spec(path: Path) -> Tuple[Dict[str, Any], str]:
     return spec, hashlib.sha256(raw).hexdigest()
 
 
-def _fallback_photos(names: Sequence[str], size: int) -> List[torch.Tensor]:
-    import skimage.data as skd
-    from PIL import Image
-
-    from isr_metric.data import load_image
-
-    out = []
-    for name in names:
-        x = load_image(getattr(skd, name)(), name=f"skimage.data.{name}")
-        h, w = x.shape[-2:]
-        m = min(h, w)
-        x = x[:, (h - m) // 2:(h - m) // 2 + m, (w - m) // 2:(w - m) // 2 + m]
-        arr = (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        im = Image.fromarray(arr).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
-        out.append(load_image(np.asarray(im)))
-    return out
-
-
-def _fallback_degrade(x: torch.Tensor, kind: str, strength: float, seed: int = 0) -> torch.Tensor:
-    """Same strength mapping as isr_metric.synthetic (noise sigma 0.2 s, blur sigma 4 s px, JPEG
-    quality round(95 - 90 s)); used only when that module is not installed."""
-    from PIL import Image, ImageFilter
-
-    if strength == 0:
-        return x.clone()
-    if kind == "noise":
-        g = torch.Generator().manual_seed(int(seed))
-        return (x + 0.2 * strength * torch.randn(x.shape, generator=g)).clamp(0, 1)
-    arr = (x.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
-    im = Image.fromarray(arr)
-    if kind == "blur":
-        im = im.filter(ImageFilter.GaussianBlur(radius=4.0 * strength))
-    elif kind == "jpeg":
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=int(round(95 - 90 * strength)))
-        buf.seek(0)
-        im = Image.open(buf).convert("RGB")
-    else:
-        raise ValueError(f"unknown degradation {kind!r}")
-    return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
-
-
 def degradation_backend():
     """(photos_fn(names, size), degrade_fn(x, kind, strength, seed), name of the implementation)."""
-    try:
-        from isr_metric import synthetic
-    except ImportError:
-        return _fallback_photos, _fallback_degrade, f"{SCRIPT} fallback (isr_metric.synthetic not installed)"
+    from isr_metric import synthetic
+
     return (lambda names, size: synthetic.skimage_photos(size=size, names=names),
             synthetic.degrade, "isr_metric.synthetic.degrade")
 

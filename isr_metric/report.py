@@ -13,7 +13,7 @@ import html
 import io
 import math
 import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
 from .types import ISRReport
 

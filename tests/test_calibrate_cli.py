@@ -1,7 +1,6 @@
 """`isr label`, `isr calibrate`, `isr agreement` end to end on tiny PNGs, with bad rows."""
 import csv
 import json
-import math
 
 import numpy as np
 import pytest

@@ -290,8 +290,9 @@ def test_absolute_verdict_fields_and_card(photos):
     assert v.success == tuple(s > 40.0 for s in v.scores) and v.success[2]
     assert v.details["card"]["objective"] == "youden" and v.details["metric"] == "piqe"
     assert json.loads(v.to_json())["keys"] == ["k0", "k1", "blurred"]
+    # a metric with no shipped card and no threshold says how to get one
     with pytest.raises(ValueError, match="no threshold"):
-        create_judge("iqa:piqe", device="cpu")(samples)
+        create_judge("iqa:entropy", device="cpu")(samples)
     with pytest.raises(ValueError, match="direction"):
         create_judge("iqa:piqe", device="cpu", card=ThresholdCard(judge="x", value=1, success_if="below"))
 
@@ -377,3 +378,13 @@ def test_ratio_option_and_shipped_card_fallback(photos, tmp_path, monkeypatch):
     monkeypatch.setattr(cards, "CARDS_DIR", tmp_path)
     ThresholdCard(judge="iqa:piqe", value=33.0, success_if="above").to_json(tmp_path / "iqa_piqe.json")
     assert create_judge("iqa:piqe", device="cpu").threshold == 33.0
+
+
+@pytest.mark.parametrize("name", ["iqa:piqe", "offline:brisque", "offline:niqe"])
+def test_offline_judges_default_to_their_shipped_synthetic_card(name):
+    from isr_metric.cards import load_card
+
+    card = load_card(name)
+    assert card.judge == name and card.fitted_on["synthetic"] is True
+    assert card.metrics["auc"]["value"] > 0.85  # held-out agreement recorded with the card
+    assert create_judge(name, device="cpu").threshold == card.value

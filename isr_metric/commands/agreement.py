@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from .calibrate import (add_bootstrap_arguments, add_judge_arguments, error, fmt_metric, load_scores,
                         print_skipped, read_table, resolve_direction, write_outputs)
