@@ -387,4 +387,4 @@ def test_offline_judges_default_to_their_shipped_synthetic_card(name):
     card = load_card(name)
     assert card.judge == name and card.fitted_on["synthetic"] is True
     assert card.metrics["auc"]["value"] > 0.85  # held-out agreement recorded with the card
-    assert create_judge(name, device="cpu").threshold == card.value
+    assert create_judge(name).threshold == card.value
