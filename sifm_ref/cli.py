@@ -3,44 +3,25 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import import_module
 from typing import List, Optional
 
-from isr_metric._version import __version__
+from isr_metric.cli import build_command_parser, run_parser
 
 COMMANDS: tuple = ("immunize", "edit", "methods")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sifm", description="Reference SIFM immunization, baselines and benchmark.")
-    parser.add_argument("--version", action="version", version=f"isr-metric {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        module = import_module(f".commands.{name}", __package__)
-        module.add_parser(sub).set_defaults(_run=module.run)
-    return parser
+    return build_command_parser("sifm", "Reference SIFM immunization, baselines and benchmark.",
+                                __package__, COMMANDS)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return 2
     from isr_metric.registry import MissingExtraError
 
-    try:
-        return int(args._run(args) or 0)
-    except (MissingExtraError, KeyError) as e:  # unknown editor/method names, missing extras
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:
-        from .editors import EditorLoadError
+    from .editors import EditorLoadError
 
-        if isinstance(e, EditorLoadError):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
+    # unknown editor/method names (KeyError), missing extras, checkpoints that cannot be loaded
+    return run_parser(build_parser(), argv, user_errors=(MissingExtraError, KeyError, EditorLoadError))
 
 
 if __name__ == "__main__":  # pragma: no cover
