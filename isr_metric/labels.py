@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 __all__ = ["LabelError", "parse_label", "LabelTable", "read_label_table", "write_label_table",
-           "read_manifest", "row_sample", "score_rows", "parse_judge_options", "IMAGE_COLUMNS"]
+           "row_sample", "score_rows", "parse_judge_options", "IMAGE_COLUMNS"]
 
 IMAGE_COLUMNS = ("edited", "source", "reference")
 
@@ -177,39 +177,6 @@ def write_label_table(path: Union[str, Path], rows: Sequence[Mapping[str, Any]],
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-
-
-def read_manifest(path: Union[str, Path]) -> Tuple[List[Dict[str, Any]], List[int]]:
-    """Rows of a manifest (CSV, or JSONL when the suffix is ``.jsonl``/``.ndjson``) and their line
-    numbers. Needs an ``edited`` and a ``prompt`` column. (A minimal reader: the full manifest
-    loader of ``isr evaluate`` accepts the same files.)"""
-    text = _read_text(path)
-    rows: List[Dict[str, Any]] = []
-    lines: List[int] = []
-    if Path(path).suffix.lower() in (".jsonl", ".ndjson"):
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LabelError(f"{path}:{n}: not valid JSON ({e})") from None
-            if not isinstance(obj, dict):
-                raise LabelError(f"{path}:{n}: each line must be a JSON object")
-            rows.append(obj)
-            lines.append(n)
-        columns = sorted({k for r in rows for k in r})
-    else:
-        reader = csv.DictReader(io.StringIO(text))
-        columns = [c.strip() for c in (reader.fieldnames or [])]
-        reader.fieldnames = columns
-        for r in reader:
-            rows.append({k: v for k, v in r.items() if k is not None})
-            lines.append(reader.line_num)
-    missing = [c for c in ("edited", "prompt") if c not in columns]
-    if rows and missing:
-        raise LabelError(f"{path}: manifest lacks column(s) {missing} (columns: {', '.join(columns)})")
-    return rows, lines
 
 
 def _resolve(value: Any, base_dir: Path) -> Optional[str]:

@@ -20,7 +20,9 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
 from pathlib import Path
+from typing import Any, Dict
 
 from .calibrate import error, print_skipped, sha256_file
 
@@ -65,19 +67,36 @@ def _import(args) -> int:
     return 0
 
 
+def _manifest_row_dict(row, out_dir: Path) -> Dict[str, Any]:
+    """A manifest row as a label-table row: image paths relative to the label file's folder
+    (``isr calibrate`` resolves them against it), extra manifest columns kept."""
+    def rel(p):
+        return None if p is None else os.path.relpath(p, out_dir)
+
+    d = {"key": row.key, "edited": rel(row.edited), "prompt": row.prompt, "source": rel(row.source),
+         "reference": rel(row.reference), "source_caption": row.source_caption,
+         "target_caption": row.target_caption, "method": row.method, "seed": row.seed,
+         "cluster": row.cluster}
+    d = {k: v for k, v in d.items() if v is not None}
+    d.update({k: v for k, v in row.meta.items() if k not in d and k != "label"})
+    return d
+
+
 def _judge(args) -> int:
     import numpy as np
 
-    from ..labels import LabelError, parse_judge_options, read_manifest, row_sample, score_rows, write_label_table
+    from ..data import ManifestError, load_manifest
+    from ..labels import parse_judge_options, score_rows, write_label_table
     from ..registry import MissingExtraError, create_judge
 
     if not args.judge:
         return error("label", "pass --judge NAME (a judge that returns verdicts, e.g. mllm) or --import HUMAN.csv")
     try:
-        rows, lines = read_manifest(args.manifest)
+        manifest = load_manifest(args.manifest)
         judge = create_judge(args.judge, **parse_judge_options(args.judge_option))
-    except (LabelError, ValueError, KeyError, MissingExtraError) as e:
+    except (ManifestError, ValueError, KeyError, MissingExtraError) as e:
         return error("label", str(e).strip('"'))
+    rows = manifest.rows
     n = len(rows)
     if args.subset is not None:
         if args.subset < 1:
@@ -85,27 +104,28 @@ def _judge(args) -> int:
         pick = np.sort(np.random.default_rng(args.seed).choice(n, size=min(args.subset, n), replace=False))
     else:
         pick = np.arange(n)
-    base = Path(args.manifest).resolve().parent
-    skipped, samples, kept = [], [], []
+    skipped = [{"line": p.row, "key": p.key, "reason": p.reason} for p in manifest.problems]
+    samples, kept = [], []
     for i in pick.tolist():
         row = rows[i]
-        key = str(row.get("key") or "").strip() or str(row.get("edited") or "").strip() or f"row{i + 1}"
-        try:
-            samples.append(row_sample(row, key, base))
-            kept.append((i, key))
-        except ValueError as e:
-            skipped.append({"line": lines[i], "key": key, "reason": str(e)})
+        missing = [f"{c} image not found: {getattr(row, c)}" for c in ("edited", "source", "reference")
+                   if getattr(row, c) is not None and not Path(getattr(row, c)).is_file()]
+        if missing:
+            skipped.append({"line": row.row, "key": row.key, "reason": "; ".join(missing)})
+            continue
+        samples.append(row.to_sample())
+        kept.append(row)
     results = score_rows(judge, samples, batch_size=args.batch_size, verdicts=True)
+    out_dir = Path(args.out).resolve().parent
     out_rows = []
-    for (i, key), (value, reason) in zip(kept, results):
+    for row, (value, reason) in zip(kept, results):
         if reason is not None:
-            skipped.append({"line": lines[i], "key": key, "reason": reason})
+            skipped.append({"line": row.row, "key": row.key, "reason": reason})
             continue
         success, score = value
-        out_rows.append({**{k: v for k, v in rows[i].items() if k != "label"}, "key": key,
-                         "label": int(success), "labeler": args.judge,
+        out_rows.append({**_manifest_row_dict(row, out_dir), "label": int(success), "labeler": args.judge,
                          "labeler_score": "" if score != score else repr(float(score))})
-    skipped.sort(key=lambda s: s["line"])
+    skipped.sort(key=lambda s: (s["line"] is None, s["line"] or 0))
     print_skipped("label", skipped)
     columns = ["key"]
     for r in out_rows:  # union of the manifest's columns, in first-seen order
