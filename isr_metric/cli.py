@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from ._version import __version__
 
-COMMANDS = ("judges",)
+COMMANDS = ("judges", "demo", "evaluate", "compare", "label", "calibrate", "agreement")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -374,9 +374,12 @@ class ISR:
         *,
         verdicts: Optional[Sequence[Verdict]] = None,
         clusters: Union[None, Mapping[str, Any], Sequence[Any]] = None,
+        info: Optional[Mapping[str, Mapping[str, Any]]] = None,
     ) -> List[Verdict]:
         """Judge a batch of samples with every configured judge, or add precomputed verdicts.
 
+        ``info`` (with ``verdicts=``) gives per-key provenance carried into the report:
+        ``{key: {"cluster", "method", "prompt", "meta"}}``.
         Returns the verdicts added. Sample keys must be unique across updates.
         """
         if (samples is None) == (verdicts is None):
@@ -399,6 +402,8 @@ class ISR:
             keys = _key_order(new)
             for k, v in _cluster_info(keys, clusters).items():
                 self._info.setdefault(k, {}).update(v)
+            for k, v in (info or {}).items():
+                self._info.setdefault(str(k), {}).update(dict(v))
         self._verdicts.extend(new)
         return new
 

@@ -87,6 +87,26 @@ _BUILTIN: Tuple[JudgeSpec, ...] = (
     _row("callable", "isr_metric.judges.base:CallableJudge", "perceptual", "python", True, None,
          description="wraps your own scoring function fn(samples) -> scores; set kind= and "
                      "higher_is_better= explicitly"),
+    _row("clip", "isr_metric.judges.clip:OpenClipJudge", "semantic", "open_clip", False, True,
+         requires=("open_clip",), extra="clip",
+         description="CLIP image-text raw cosine in [-1, 1] (open_clip); modes absolute, "
+                     "relative_source, relative_reference, directional"),
+    _row("clip-hf", "isr_metric.judges.clip:HFClipJudge", "semantic", "transformers", False, True,
+         requires=("transformers",), extra="vlm",
+         description="CLIP raw cosine in [-1, 1] with a transformers CLIPModel (hub id or folder); "
+                     "same modes as 'clip'"),
+    _row("vqa", "isr_metric.judges.vqa:VQAJudge", "semantic", "transformers", False, True,
+         requires=("transformers",), extra="vlm",
+         description="local VLM: P(yes)/(P(yes)+P(no)) to 'Does this image show {target}?'; "
+                     "any image-text-to-text model with a chat template"),
+    _row("mllm", "isr_metric.judges.mllm:MLLMJudge", "semantic", "openai-compatible HTTP", False, True,
+         requires=("httpx",), extra="mllm",
+         description="MLLM over an OpenAI-compatible API (paper protocol): success = edit not "
+                     "accomplished; .perceptual() gives the degradation verdict of the same call"),
+    _row("mllm-degraded", "isr_metric.judges.mllm:MLLMDegradedJudge", "perceptual",
+         "openai-compatible HTTP", False, True, requires=("httpx",), extra="mllm",
+         description="perceptual side of the MLLM protocol: success = the model says the edit is "
+                     "degraded (shares the answer cache with 'mllm')"),
 )
 
 _REGISTRY: Dict[str, JudgeSpec] = {}

@@ -15,7 +15,8 @@ want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
-pip() { "$VENV/bin/python" -m pip "$@"; }
+# (this workplace's pip config lists local index folders that may be absent: hide those warnings)
+pip() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 pip install -q --upgrade pip >/dev/null 2>&1 || true
 # torch: keep the user's own build if one is installed; otherwise install one. On machines that pin
 # torch to a local wheel (a pip constraints file capping torch), take exactly that build.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -149,19 +149,44 @@ class Judge:
                          "objective": self.card.objective, "fitted_on": dict(self.card.fitted_on)}
         return d
 
-    def __call__(self, samples: Sequence[EditSample]) -> Verdict:
-        samples = list(samples)
+    def score_with_reasons(self, samples: Sequence[EditSample]
+                           ) -> Tuple[torch.Tensor, List[Optional[str]]]:
+        """Raw scores plus a per-sample abstention reason (None where the score is a number).
+
+        Judges that know *why* they could not score (API error, unreadable answer) override this;
+        the default wraps :meth:`score` and leaves NaN reasons to :meth:`decide`.
+        """
+        scores = self.score(samples)
+        return scores, [None] * int(scores.numel())
+
+    def decide(self, samples: Sequence[Any], scores: Sequence[float],
+               reasons: Optional[Sequence[Optional[str]]] = None) -> Verdict:
+        """The Verdict for precomputed raw ``scores`` (aligned with ``samples``).
+
+        Scoring and deciding are separate so that raw scores can be cached and a new threshold
+        or card reuses them (:mod:`isr_metric.cache`). ``samples`` may be EditSamples or plain
+        keys. Judges with a relative mode or another decision rule override this, not ``__call__``.
+        """
         if self.threshold is None:
             raise ValueError(
                 f"judge {self.name!r} has no threshold: pass threshold=<value in raw-score units> or "
                 f"card=<card.json>, or fit one with `isr calibrate` (isr_metric.calibrate)"
             )
-        scores = self.score(samples)
+        keys = [s.resolved_key() if isinstance(s, EditSample) else str(s) for s in samples]
+        scores = torch.as_tensor(scores, dtype=torch.float64).reshape(-1).tolist() \
+            if not isinstance(scores, list) else [float(x) for x in scores]
         return verdict_from_scores(
-            self.name, self.kind, [s.resolved_key() for s in samples], scores.tolist(),
+            self.name, self.kind, keys, scores,
             threshold=self.threshold, higher_is_better=self.higher_is_better,
-            details={"model": self.model_id, "backend": self.backend},
+            reasons=reasons, details={"model": self.model_id, "backend": self.backend},
         )
+
+    def __call__(self, samples: Sequence[EditSample]) -> Verdict:
+        samples = list(samples)
+        if self.threshold is None:  # fail before spending model time
+            self.decide([], [])
+        scores, reasons = self.score_with_reasons(samples)
+        return self.decide(samples, scores, reasons)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, threshold={self.threshold})"

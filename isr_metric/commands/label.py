@@ -1,0 +1,135 @@
+r"""``isr label``: make a label table for calibration.
+
+Run a judge that gives verdicts (the MLLM judge, or any judge with a card/threshold) on a seeded
+subset of a manifest::
+
+    isr label manifest.csv --judge mllm --judge-option model=gpt-4o --subset 200 --seed 0 \
+        --out labels.csv
+
+or validate and normalise a human-label CSV (labels yes/no/true/false/1/0 -> 1/0; bad rows are
+named and left out)::
+
+    isr label --import human.csv --out labels.csv
+
+A verdict of *success* (immunization worked: mismatch or degraded) becomes label 1. Judge runs
+write ``<out>.provenance.json`` beside the labels (judge description, manifest hash, subset, seed,
+skipped rows).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+from pathlib import Path
+
+from .calibrate import error, print_skipped, sha256_file
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("label", help="label edits with a judge (e.g. the MLLM) or import human labels",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("manifest", nargs="?", metavar="MANIFEST",
+                   help="manifest (CSV or JSONL: key, edited, prompt, source, reference, ...)")
+    p.add_argument("--import", dest="import_csv", metavar="HUMAN.csv", help="human-label CSV to validate")
+    p.add_argument("--label-column", default="label", help="label column of the imported CSV")
+    p.add_argument("--judge", help="judge that returns verdicts (e.g. mllm)")
+    p.add_argument("--judge-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="option passed to the judge (repeatable)")
+    p.add_argument("--subset", type=int, help="label a random subset of this many rows")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subset draw (recorded)")
+    p.add_argument("--batch-size", type=int, default=8, help="samples per judge call")
+    p.add_argument("--out", required=True, metavar="labels.csv", help="where to write the label table")
+    return p
+
+
+def _import(args) -> int:
+    from ..labels import LabelError, read_label_table, write_label_table
+
+    try:
+        table = read_label_table(args.import_csv, label_column=args.label_column)
+    except LabelError as e:
+        return error("label", str(e))
+    print_skipped("label", table.skipped)
+    if not table.rows:
+        return error("label", f"{args.import_csv}: no valid labelled row (all {len(table.skipped)} skipped)")
+    columns = ["key"] + [c for c in table.columns if c not in ("key", args.label_column, "label")] + ["label"]
+    rows = []
+    for key, row, lab in zip(table.keys, table.rows, table.labels):
+        r = dict(row)
+        r.pop(args.label_column, None)
+        rows.append(r | {"key": key, "label": lab})
+    write_label_table(args.out, rows, columns)
+    n_pos = sum(table.labels)
+    print(f"{len(rows)} labels written to {args.out} ({n_pos} success / {len(rows) - n_pos} failure); "
+          f"{len(table.skipped)} bad rows left out")
+    return 0
+
+
+def _judge(args) -> int:
+    import numpy as np
+
+    from ..labels import LabelError, parse_judge_options, read_manifest, row_sample, score_rows, write_label_table
+    from ..registry import MissingExtraError, create_judge
+
+    if not args.judge:
+        return error("label", "pass --judge NAME (a judge that returns verdicts, e.g. mllm) or --import HUMAN.csv")
+    try:
+        rows, lines = read_manifest(args.manifest)
+        judge = create_judge(args.judge, **parse_judge_options(args.judge_option))
+    except (LabelError, ValueError, KeyError, MissingExtraError) as e:
+        return error("label", str(e).strip('"'))
+    n = len(rows)
+    if args.subset is not None:
+        if args.subset < 1:
+            return error("label", f"--subset must be >= 1, got {args.subset}")
+        pick = np.sort(np.random.default_rng(args.seed).choice(n, size=min(args.subset, n), replace=False))
+    else:
+        pick = np.arange(n)
+    base = Path(args.manifest).resolve().parent
+    skipped, samples, kept = [], [], []
+    for i in pick.tolist():
+        row = rows[i]
+        key = str(row.get("key") or "").strip() or str(row.get("edited") or "").strip() or f"row{i + 1}"
+        try:
+            samples.append(row_sample(row, key, base))
+            kept.append((i, key))
+        except ValueError as e:
+            skipped.append({"line": lines[i], "key": key, "reason": str(e)})
+    results = score_rows(judge, samples, batch_size=args.batch_size, verdicts=True)
+    out_rows = []
+    for (i, key), (value, reason) in zip(kept, results):
+        if reason is not None:
+            skipped.append({"line": lines[i], "key": key, "reason": reason})
+            continue
+        success, score = value
+        out_rows.append({**{k: v for k, v in rows[i].items() if k != "label"}, "key": key,
+                         "label": int(success), "labeler": args.judge,
+                         "labeler_score": "" if score != score else repr(float(score))})
+    skipped.sort(key=lambda s: s["line"])
+    print_skipped("label", skipped)
+    columns = ["key"]
+    for r in out_rows:  # union of the manifest's columns, in first-seen order
+        columns += [c for c in r if c not in columns and c not in ("label", "labeler", "labeler_score")]
+    columns += ["label", "labeler", "labeler_score"]
+    write_label_table(args.out, out_rows, columns)
+    describe = judge.describe() if hasattr(judge, "describe") else {"name": args.judge}
+    prov = {"manifest": str(args.manifest), "manifest_sha256": sha256_file(args.manifest),
+            "judge": describe, "judge_options": parse_judge_options(args.judge_option),
+            "subset": args.subset, "seed": args.seed, "n_manifest_rows": n, "n_selected": int(len(pick)),
+            "n_labelled": len(out_rows), "skipped": skipped,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    Path(str(args.out) + ".provenance.json").write_text(json.dumps(prov, indent=2, default=str) + "\n",
+                                                        encoding="utf-8")
+    n_pos = sum(r["label"] for r in out_rows)
+    print(f"{len(out_rows)} labels written to {args.out} ({n_pos} success / {len(out_rows) - n_pos} failure) "
+          f"from {len(pick)} selected of {n} rows; {len(skipped)} skipped")
+    if not out_rows:
+        return error("label", "no row could be labelled (see the reasons above)")
+    return 0
+
+
+def run(args) -> int:
+    if bool(args.manifest) == bool(args.import_csv):
+        return error("label", "give either MANIFEST (with --judge) or --import HUMAN.csv, not both/neither")
+    return _import(args) if args.import_csv else _judge(args)

@@ -1,0 +1,289 @@
+"""Label tables for calibration: reading, validating and writing them, and scoring their rows.
+
+A **label table** is a CSV with one row per judged edit::
+
+    key,edited,prompt,source,reference,label[,score]
+    0001,edits/0001.png,make it snowy,src/0001.png,,1
+
+- ``label``: 1 = immunization **success** (semantic mismatch or degraded), 0 = failure. Text
+  labels are normalised by :func:`parse_label` (``1/0``, ``yes/no``, ``true/false``, ``y/n``, any
+  case, surrounding spaces ignored).
+- ``key``: unique id; when the column is absent, ``edited`` is used, else ``row<N>``.
+- ``edited`` / ``source`` / ``reference``: image paths, relative paths resolve against the CSV's
+  folder. Only needed when scores are computed by running a judge.
+- a score column (any name, ``--score-column``): precomputed raw judge scores.
+
+Bad rows (unparseable or empty label, duplicate key, missing / non-numeric / NaN score, missing
+image) are **recorded with their line number and reason and skipped**; only structural problems
+(no such file, not UTF-8, missing label column) raise.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+__all__ = ["LabelError", "parse_label", "LabelTable", "read_label_table", "write_label_table",
+           "read_manifest", "row_sample", "score_rows", "parse_judge_options", "IMAGE_COLUMNS"]
+
+IMAGE_COLUMNS = ("edited", "source", "reference")
+
+_TRUE = {"1", "yes", "y", "true", "t", "1.0"}
+_FALSE = {"0", "no", "n", "false", "f", "0.0"}
+
+
+class LabelError(ValueError):
+    """A label table cannot be read at all (the message names the file and the fix)."""
+
+
+def parse_label(value: Any) -> int:
+    """Normalise one label to 1 (success) / 0 (failure).
+
+    Accepts ``1/0``, ``yes/no``, ``y/n``, ``true/false``, ``t/f`` in any case (and bools / ints).
+    Raises ``ValueError`` naming the value otherwise (including empty)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value in (0, 1):
+        return int(value)
+    text = "" if value is None else str(value).strip().lower()
+    if text in _TRUE:
+        return 1
+    if text in _FALSE:
+        return 0
+    if text == "":
+        raise ValueError("label is empty")
+    raise ValueError(f"label {value!r} is not one of 1/0, yes/no, true/false")
+
+
+@dataclass
+class LabelTable:
+    """Valid rows of a label table plus the rows that were skipped.
+
+    ``rows[i]`` is the CSV row (dict of strings) with ``label`` normalised to ``"1"``/``"0"``;
+    ``keys``, ``labels`` and ``scores`` (None without a score column) are aligned with it;
+    ``line_numbers[i]`` is its line in the file (header = line 1). ``skipped`` holds
+    ``{"line", "key", "reason"}`` dicts."""
+
+    path: Optional[str]
+    columns: List[str]
+    rows: List[Dict[str, str]]
+    keys: List[str]
+    labels: List[int]
+    scores: Optional[List[float]]
+    line_numbers: List[int]
+    skipped: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.path).resolve().parent if self.path else Path.cwd()
+
+    def drop(self, index: int, reason: str) -> None:
+        """Move valid row ``index`` to ``skipped`` with ``reason``."""
+        self.skipped.append({"line": self.line_numbers[index], "key": self.keys[index], "reason": reason})
+        for name in ("rows", "keys", "labels", "line_numbers"):
+            getattr(self, name).pop(index)
+        if self.scores is not None:
+            self.scores.pop(index)
+
+    def subset(self, keep: Sequence[int]) -> "LabelTable":
+        pick = lambda seq: [seq[i] for i in keep]  # noqa: E731
+        return LabelTable(self.path, list(self.columns), pick(self.rows), pick(self.keys), pick(self.labels),
+                          None if self.scores is None else pick(self.scores), pick(self.line_numbers),
+                          list(self.skipped))
+
+
+def _read_text(path: Union[str, Path]) -> str:
+    p = Path(path)
+    if not p.exists():
+        raise LabelError(f"{p}: file not found")
+    try:
+        return p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise LabelError(f"{p}: not UTF-8 text ({e}); save the file as UTF-8 CSV") from None
+
+
+def read_label_table(path: Union[str, Path], *, label_column: str = "label",
+                     score_column: Optional[str] = None, key_column: str = "key",
+                     require_label: bool = True) -> LabelTable:
+    """Read a label CSV (see the module doc). Bad rows are skipped and recorded."""
+    text = _read_text(path)
+    reader = csv.DictReader(io.StringIO(text))
+    columns = [c.strip() for c in (reader.fieldnames or [])]
+    if not columns:
+        raise LabelError(f"{path}: empty file, expected a CSV header with a {label_column!r} column")
+    reader.fieldnames = columns
+    if require_label and label_column not in columns:
+        raise LabelError(f"{path}: no {label_column!r} column (columns: {', '.join(columns)}); name the "
+                         "label column 'label' or pass label_column= / --label-column")
+    if score_column is not None and score_column not in columns:
+        raise LabelError(f"{path}: no score column {score_column!r} (columns: {', '.join(columns)})")
+    table = LabelTable(str(path), columns, [], [], [], [] if score_column else None, [])
+    seen: Dict[str, int] = {}
+    for i, raw in enumerate(reader):
+        line = reader.line_num
+        row = {k: ("" if v is None else str(v)) for k, v in raw.items() if k is not None}
+        if None in raw:
+            table.skipped.append({"line": line, "key": row.get(key_column), "reason": "more fields than the header"})
+            continue
+        key = (row.get(key_column) or "").strip() or (row.get("edited") or "").strip() or f"row{i + 1}"
+        try:
+            label = parse_label(row.get(label_column)) if require_label else -1
+        except ValueError as e:
+            table.skipped.append({"line": line, "key": key, "reason": str(e)})
+            continue
+        score = None
+        if score_column is not None:
+            text_score = (row.get(score_column) or "").strip()
+            try:
+                score = float(text_score)
+            except ValueError:
+                table.skipped.append({"line": line, "key": key,
+                                      "reason": f"score {text_score!r} in column {score_column!r} is not a number"})
+                continue
+            if not math.isfinite(score):
+                table.skipped.append({"line": line, "key": key, "reason": f"score is {text_score} (not finite)"})
+                continue
+        if key in seen:
+            table.skipped.append({"line": line, "key": key,
+                                  "reason": f"duplicate key (first seen on line {seen[key]}); keys must be unique"})
+            continue
+        seen[key] = line
+        if require_label:
+            row[label_column] = str(label)
+        table.rows.append(row)
+        table.keys.append(key)
+        table.labels.append(label)
+        table.line_numbers.append(line)
+        if table.scores is not None:
+            table.scores.append(score)
+    return table
+
+
+def write_label_table(path: Union[str, Path], rows: Sequence[Mapping[str, Any]],
+                      columns: Optional[Sequence[str]] = None) -> None:
+    """Write rows as CSV (columns: ``columns`` or the union of row keys in first-seen order)."""
+    if columns is None:
+        columns = []
+        for r in rows:
+            columns += [k for k in r if k not in columns]
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with p.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+
+
+def read_manifest(path: Union[str, Path]) -> Tuple[List[Dict[str, Any]], List[int]]:
+    """Rows of a manifest (CSV, or JSONL when the suffix is ``.jsonl``/``.ndjson``) and their line
+    numbers. Needs an ``edited`` and a ``prompt`` column. (A minimal reader: the full manifest
+    loader of ``isr evaluate`` accepts the same files.)"""
+    text = _read_text(path)
+    rows: List[Dict[str, Any]] = []
+    lines: List[int] = []
+    if Path(path).suffix.lower() in (".jsonl", ".ndjson"):
+        for n, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise LabelError(f"{path}:{n}: not valid JSON ({e})") from None
+            if not isinstance(obj, dict):
+                raise LabelError(f"{path}:{n}: each line must be a JSON object")
+            rows.append(obj)
+            lines.append(n)
+        columns = sorted({k for r in rows for k in r})
+    else:
+        reader = csv.DictReader(io.StringIO(text))
+        columns = [c.strip() for c in (reader.fieldnames or [])]
+        reader.fieldnames = columns
+        for r in reader:
+            rows.append({k: v for k, v in r.items() if k is not None})
+            lines.append(reader.line_num)
+    missing = [c for c in ("edited", "prompt") if c not in columns]
+    if rows and missing:
+        raise LabelError(f"{path}: manifest lacks column(s) {missing} (columns: {', '.join(columns)})")
+    return rows, lines
+
+
+def _resolve(value: Any, base_dir: Path) -> Optional[str]:
+    if value is None or str(value).strip() == "":
+        return None
+    p = Path(str(value).strip())
+    return str(p if p.is_absolute() else base_dir / p)
+
+
+def row_sample(row: Mapping[str, Any], key: str, base_dir: Path):
+    """An :class:`~isr_metric.types.EditSample` for a table row; paths resolve against
+    ``base_dir``. Raises ``ValueError`` with the reason when the row cannot be a sample (no
+    ``edited`` path, missing image file, empty prompt)."""
+    from .types import EditSample
+
+    paths = {c: _resolve(row.get(c), base_dir) for c in IMAGE_COLUMNS}
+    if paths["edited"] is None:
+        raise ValueError("no 'edited' image path")
+    for c, p in paths.items():
+        if p is not None and not Path(p).is_file():
+            raise ValueError(f"{c} image not found: {p}")
+    prompt = str(row.get("prompt") or "")
+    seed = row.get("seed")
+    return EditSample(edited=paths["edited"], prompt=prompt, source=paths["source"],
+                      reference=paths["reference"], source_caption=row.get("source_caption") or None,
+                      target_caption=row.get("target_caption") or None, key=key,
+                      method=row.get("method") or None,
+                      seed=int(seed) if seed not in (None, "") and str(seed).lstrip("-").isdigit() else None)
+
+
+def score_rows(judge: Any, samples: Sequence[Any], *, batch_size: int = 16,
+               verdicts: bool = False) -> List[Tuple[Optional[Any], Optional[str]]]:
+    """Run ``judge`` over ``samples`` in batches; a batch that raises is retried one sample at a
+    time so one bad image costs only its own row. Returns per sample ``(value, None)`` or
+    ``(None, reason)``; ``value`` is the raw score (``verdicts=False``) or ``(success, score)``
+    from the judge's Verdict (``verdicts=True``; abstentions become reasons)."""
+    out: List[Tuple[Optional[Any], Optional[str]]] = []
+
+    def run(batch):
+        if verdicts:
+            v = judge(batch)
+            res = []
+            for succ, ab, sc, why in zip(v.success, v.abstained, v.scores, v.reasons):
+                res.append((None, f"judge abstained: {why or 'no reason given'}") if ab else ((bool(succ), sc), None))
+            return res
+        s = [float(x) for x in judge.score(batch).tolist()]
+        return [((x, None) if math.isfinite(x) else (None, "judge abstained (score is NaN)")) for x in s]
+
+    for i in range(0, len(samples), batch_size):
+        batch = list(samples[i:i + batch_size])
+        try:
+            out.extend(run(batch))
+        except Exception:
+            for smp in batch:
+                try:
+                    out.extend(run([smp]))
+                except Exception as e:  # one bad sample: record and go on
+                    out.append((None, f"judge failed: {type(e).__name__}: {e}"))
+    return out
+
+
+def parse_judge_options(items: Optional[Sequence[str]]) -> Dict[str, Any]:
+    """``["k=v", ...]`` -> dict. Values are parsed as JSON when they are JSON (numbers, true/false,
+    null, lists), else kept as strings: ``threshold=0.2``, ``device=cpu``, ``layers=[1,2]``."""
+    opts: Dict[str, Any] = {}
+    for item in items or ():
+        if "=" not in item:
+            raise ValueError(f"--judge-option {item!r}: expected KEY=VALUE, e.g. --judge-option device=cpu")
+        k, v = item.split("=", 1)
+        k = k.strip().replace("-", "_")
+        if not k:
+            raise ValueError(f"--judge-option {item!r}: empty key")
+        try:
+            opts[k] = json.loads(v)
+        except json.JSONDecodeError:
+            opts[k] = v
+    return opts
