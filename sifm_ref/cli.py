@@ -8,7 +8,7 @@ from typing import List, Optional
 
 from isr_metric._version import __version__
 
-COMMANDS: tuple = ()
+COMMANDS: tuple = ("immunize", "edit", "methods")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    from isr_metric.registry import MissingExtraError
+
+    try:
+        return int(args._run(args) or 0)
+    except (MissingExtraError, KeyError) as e:  # unknown editor/method names, missing extras
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        from .editors import EditorLoadError
+
+        if isinstance(e, EditorLoadError):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

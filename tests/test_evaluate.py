@@ -513,7 +513,7 @@ def test_demo_with_test_judges(tmp_path, monkeypatch, capsys):
 def test_real_demo_command_runs_offline(tmp_path, capsys):
     """`isr demo` exactly as a user runs it (with the judges registered in this checkout)."""
     pytest.importorskip("skimage")
-    code = main(["demo", "--out", str(tmp_path / "d"), "--size", "64", "--cache-dir", str(tmp_path / "c"),
+    code = main(["demo", "--out", str(tmp_path / "d"), "--size", "128", "--cache-dir", str(tmp_path / "c"),
                  "--no-progress", "--n-boot", "200"])
     assert code == 0
     report, _ = _check_demo_outputs(tmp_path / "d")

@@ -1,0 +1,1 @@
+"""``sifm`` subcommands: one module per command (``add_parser`` + ``run``)."""

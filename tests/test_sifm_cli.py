@@ -1,0 +1,98 @@
+"""`sifm immunize` and `sifm edit` end to end on a tiny InstructPix2Pix saved to disk."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+from isr_metric.data import load_image  # noqa: E402
+from sifm_ref.api import save_png  # noqa: E402
+from sifm_ref.cli import main  # noqa: E402
+from .tiny_diffusion import build_tiny_pipeline  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    model = build_tiny_pipeline("ip2p", root / "model")
+    imgs = root / "images"
+    g = torch.Generator().manual_seed(0)
+    for name in ("cat", "dog"):
+        save_png(torch.rand(3, 32, 32, generator=g), imgs / f"{name}.png")
+    (root / "prompts.txt").write_text("make it a painting\nadd snow\n")
+    (root / "edits.csv").write_text("image,prompt\ncat.png,make it night\ncat.png,add a hat\ndog,turn it blue\n")
+    return root, model
+
+
+def test_immunize_then_edit_writes_manifest(setup, capsys):
+    root, model = setup
+    out = root / "protected"
+    rc = main(["immunize", "--method", "sifm", "--editor", "ip2p", "--model", str(model), "--images",
+               str(root / "images"), "--prompts", str(root / "prompts.txt"), "--eps", "0.03", "--steps", "3",
+               "--out", str(out), "--seed", "1", "--checkpoint-every", "1", "--param", "lam=0.2",
+               "--param", "layers=down_blocks.1,mid_block"])
+    assert rc == 0
+    for name, prompt in (("cat", "make it a painting"), ("dog", "add snow")):
+        meta = json.loads((out / f"{name}.json").read_text())
+        src = load_image(root / "images" / f"{name}.png")
+        prot = load_image(out / f"{name}.png")
+        measured = float((prot - src).abs().max())
+        assert measured <= 0.03 + 1e-6 and measured > 0
+        assert meta["linf_png"] == pytest.approx(measured, abs=1e-7)
+        assert meta["linf_float"] <= 0.03 + 1e-6
+        assert meta["prompt"] == prompt and meta["method"] == "sifm" and meta["seed"] == 1
+        assert meta["params"]["lam"] == 0.2 and meta["params"]["layers"] == ["down_blocks.1", "mid_block"]
+        assert len(meta["loss_curve"]) == 3 and meta["seconds"] >= 0
+        assert meta["versions"]["torch"] and meta["versions"]["diffusers"]
+    assert not list((out / ".checkpoints").glob("*.pt"))  # cleaned after success
+    # a re-run skips finished images
+    capsys.readouterr()
+    assert main(["immunize", "--editor", "ip2p", "--model", str(model), "--images", str(root / "images"),
+                 "--prompts", str(root / "prompts.txt"), "--steps", "3", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("skip") == 2
+
+    edits = root / "edits"
+    rc = main(["edit", "--editor", "ip2p", "--model", str(model), "--images", str(root / "images"),
+               "--protected", str(out), "--prompts", str(root / "edits.csv"), "--seeds", "0,1", "--out", str(edits),
+               "--num-inference-steps", "2"])
+    assert rc == 0
+    with open(edits / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["key", "edited", "reference", "source", "prompt", "method", "seed", "cluster"]
+    assert len(rows) == (2 + 1) * 2  # cat: 2 prompts, dog: 1 prompt; 2 seeds each
+    assert {r["cluster"] for r in rows} == {"cat", "dog"}
+    assert len({r["key"] for r in rows}) == len(rows)
+    for r in rows:
+        assert r["method"] == "sifm"
+        for col in ("edited", "reference", "source"):
+            assert (edits / r[col]).is_file()  # relative to the manifest's folder
+        assert r["source"].endswith(f"{r['cluster']}.png")
+    a = [r for r in rows if r["cluster"] == "cat" and r["prompt"] == "make it night"]
+    assert {r["seed"] for r in a} == {"0", "1"}
+    # clean and protected edits of the same prompt/seed differ (the image differs), seeds matter
+    r0, r1 = a
+    assert not torch.equal(load_image(edits / r0["edited"]), load_image(edits / r0["reference"]))
+    assert not torch.equal(load_image(edits / r0["reference"]), load_image(edits / r1["reference"]))
+
+
+def test_cli_errors_are_readable(setup, capsys):
+    root, model = setup
+    rc = main(["immunize", "--editor", "ip2p", "--model", str(model), "--images", str(root / "images"),
+               "--prompts", str(root / "edits.csv"), "--out", str(root / "x"), "--method", "sfim", "--steps", "1"])
+    # unknown method: every image fails with a suggestion, the batch finishes and reports
+    err = capsys.readouterr().err
+    assert rc == 1 and "did you mean 'sifm'" in err
+    (root / "bad.txt").write_text("one\ntwo\nthree\n")
+    assert main(["immunize", "--editor", "ip2p", "--model", str(model), "--images", str(root / "images"),
+                 "--prompts", str(root / "bad.txt"), "--out", str(root / "y")]) == 2
+    assert "3 prompt lines for 2 images" in capsys.readouterr().err
+    assert main(["immunize", "--editor", "ip2p", "--model", str(root / "missing"), "--images",
+                 str(root / "images"), "--prompts", str(root / "prompts.txt"), "--out", str(root / "z")]) == 2
+    assert "save_pretrained" in capsys.readouterr().err
+    assert main(["methods"]) == 0
+    listing = capsys.readouterr().out
+    assert "photoguard_diffusion" in listing and "StableDiffusion3Img2ImgPipeline" in listing
