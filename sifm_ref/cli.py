@@ -8,7 +8,7 @@ from typing import List, Optional
 
 from isr_metric._version import __version__
 
-COMMANDS: tuple = ("immunize", "edit", "methods")
+COMMANDS: tuple = ("immunize", "edit", "bench", "methods")
 
 
 def build_parser() -> argparse.ArgumentParser:
