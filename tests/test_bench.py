@@ -331,3 +331,13 @@ def test_hf_dataset_saved_to_disk(setup, tmp_path):
     assert [(i["key"], i["prompt"], i["edit_prompts"]) for i in items] == [
         ("c1", "a cat", ["make it night", "add a hat"]), ("d1", "a dog", ["add snow"])]
     assert Image.open(tmp_path / "o" / "sources" / "c1.png").size == (32, 32)
+
+
+def test_shipped_example_config_is_valid(tmp_path):
+    raw = yaml.safe_load((ROOT / "sifm_ref" / "configs" / "bench_example.yaml").read_text())
+    (tmp_path / "images.csv").write_text("image,prompt,edit_prompts\nx.png,a cat,make it night\n")
+    raw["dataset"]["manifest"] = str(tmp_path / "images.csv")
+    cfg = load_config(raw, base_dir=tmp_path)
+    assert cfg.methods[0].label == "none" and len(cfg.methods) == 5 + 4
+    assert [t.label for t in cfg.transforms][-3:] == ["jpeg:30", "jpeg:50", "jpeg:90"]
+    assert all(m.editor == "ip2p" for m in cfg.methods[1:])
