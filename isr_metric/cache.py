@@ -138,9 +138,14 @@ class ScoreCache:
         cache_dir: folder holding ``scores-v1.jsonl`` (created on first write); default
             :func:`default_cache_dir`.
         reuse_abstentions: serve cached NaN scores as hits (default: retry them).
+        read_also: more ``scores-v1.jsonl`` files (or folders holding one) to read entries from;
+            new entries are still written to ``cache_dir`` only. Lets several processes each append
+            to their own file (safe on any filesystem) while every process sees all results. A
+            score from any file wins over an abstention for the same key.
     """
 
-    def __init__(self, cache_dir: Union[str, Path, None] = None, *, reuse_abstentions: bool = False) -> None:
+    def __init__(self, cache_dir: Union[str, Path, None] = None, *, reuse_abstentions: bool = False,
+                 read_also: Sequence[Union[str, Path]] = ()) -> None:
         self.dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         self.path = self.dir / _FILE
         self.reuse_abstentions = reuse_abstentions
@@ -149,12 +154,17 @@ class ScoreCache:
         self.n_torn = 0
         self.hits = 0
         self.misses = 0
-        self._load()
+        for extra in read_also:
+            extra = Path(extra)
+            extra = extra / _FILE if extra.is_dir() else extra
+            if extra.resolve() != self.path.resolve():
+                self._load(extra)
+        self._load(self.path)
 
-    def _load(self) -> None:
-        if not self.path.exists():
+    def _load(self, path: Path) -> None:
+        if not path.exists():
             return
-        with open(self.path, "rb") as fh:
+        with open(path, "rb") as fh:
             for raw in fh:
                 if not raw.endswith(b"\n"):  # torn last line (killed mid-write)
                     self.n_torn += 1
@@ -166,6 +176,9 @@ class ScoreCache:
                 except (ValueError, KeyError, TypeError):
                     self.n_torn += 1
                     continue
+                old = self._mem.get(k)
+                if old is not None and math.isnan(s) and not math.isnan(old.score):
+                    continue  # a score (from any file) wins over an abstention
                 self._mem[k] = CacheEntry(s, d.get("r"), d.get("ok"), d.get("a"))
 
     def __len__(self) -> int:

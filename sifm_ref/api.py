@@ -26,14 +26,27 @@ def package_versions() -> Dict[str, Optional[str]]:
     return out
 
 
-def save_png(image: torch.Tensor, path: Union[str, Path]) -> Path:
-    """Save (3, H, W) float in [0, 1] as a lossless 8-bit RGB PNG (values rounded to k/255)."""
-    from PIL import Image
+def save_png(image: torch.Tensor, path: Union[str, Path], *, text: Optional[Dict[str, str]] = None) -> Path:
+    """Save (3, H, W) float in [0, 1] as a lossless 8-bit RGB PNG (values rounded to k/255).
+
+    The file is written to a temporary name and renamed, so a crash never leaves a half-written
+    PNG under ``path``. ``text`` is stored as PNG text chunks (read back with
+    ``PIL.Image.open(path).text``; ``sifm bench`` keeps its artifact fingerprints there)."""
+    import os
+
+    from PIL import Image, PngImagePlugin
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    Image.fromarray(arr, mode="RGB").save(path, format="PNG")
+    info = None
+    if text:
+        info = PngImagePlugin.PngInfo()
+        for k, v in text.items():
+            info.add_text(str(k), str(v))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(arr, mode="RGB").save(tmp, format="PNG", pnginfo=info)
+    os.replace(tmp, path)
     return path
 
 

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from isr_metric.cli import build_command_parser, run_parser
 
-COMMANDS: tuple = ("immunize", "edit", "methods")
+COMMANDS: tuple = ("immunize", "edit", "bench", "methods")
 
 
 def build_parser() -> argparse.ArgumentParser:
