@@ -4,7 +4,7 @@ Every builder constructs the components with ``torch.manual_seed(0)`` before eac
 pipeline with ``save_pretrained`` into ``folder`` and returns the folder, so that callers load it
 back through the same ``from_pretrained`` path users take. Nothing is downloaded: the tokenizer is
 a ``CLIPTokenizer`` built from the tiny ``vocab.json`` / ``merges.txt`` under
-``tests/fixtures/tiny_clip_tokenizer``.
+``tests/fixtures/clip_tokenizer``.
 
 Usage::
 
@@ -13,14 +13,16 @@ Usage::
 """
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Union
 
 import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
-TOKENIZER_DIR = FIXTURES / "tiny_clip_tokenizer"
-VOCAB_SIZE = 521  # lines in vocab.json (byte symbols, byte</w> symbols, 7 merges, 2 specials)
+TOKENIZER_DIR = FIXTURES / "clip_tokenizer"  # shared with tests/tiny_models.py
+VOCAB_SIZE = len(json.loads((TOKENIZER_DIR / "vocab.json").read_text()))  # last two: start/end of text
 MAX_LENGTH = 16
 
 
