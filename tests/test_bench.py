@@ -6,6 +6,7 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -189,17 +190,33 @@ def _env():
     return env
 
 
-def test_accelerate_two_processes_match_one(setup):
-    root, _, _ = setup
-    out = root / "acc"
-    # `--cpu --num_processes 2` starts ONE process in accelerate (multi-CPU goes through mpirun, absent
-    # here); `--multi_gpu` on a machine without GPUs starts 2 processes via torchrun, and the bench's
+def _launch_cmd(launcher: str, root) -> list:
+    common = ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if launcher == "cpu":
+        # the literal command: accelerate's multi-CPU launch goes through mpirun + a hostfile
+        hostfile = root / "hostfile"
+        hostfile.write_text("localhost slots=2\n")
+        return [sys.executable, "-m", "accelerate.commands.launch", "--cpu", *common,
+                "--mpirun_hostfile", str(hostfile)]
+    # `--multi_gpu` on a machine without GPUs starts 2 processes via torchrun, and the bench's
     # PartialState(cpu=True) (config device: cpu) makes them a gloo CPU group.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
-           "-m", "sifm_ref.cli", "bench", str(root / "bench.yaml"), "--out", str(out), "--no-progress"]
-    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", *common,
+            "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port())]
+
+
+@pytest.mark.parametrize("launcher", ["cpu", "multi_gpu"])
+def test_accelerate_two_processes_match_one(setup, launcher):
+    root, _, _ = setup
+    if launcher == "cpu" and shutil.which("mpirun") is None:
+        if os.environ.get("CI"):
+            pytest.fail("mpirun not found: .ci/run installs Debian's openmpi-bin for `accelerate launch --cpu`")
+        pytest.skip("accelerate launch --cpu --num_processes 2 needs mpirun (apt-get install openmpi-bin)")
+    out = root / f"acc-{launcher}"
+    cmd = _launch_cmd(launcher, root) + ["-m", "sifm_ref.cli", "bench", str(root / "bench.yaml"), "--out", str(out),
+                                         "--no-progress"]
+    env = _env()
+    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")  # CI runs as root
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "computing 40 on 2 processes" in p.stdout
     assert (out / "cache" / "rank0" / "scores-v1.jsonl").is_file()
