@@ -119,7 +119,10 @@ _BUILTIN: Tuple[JudgeSpec, ...] = (
 
 _REGISTRY: Dict[str, JudgeSpec] = {}
 _PROVIDERS: List[Callable[[], Iterable[JudgeSpec]]] = []
-_PROVIDER_MODULES: Tuple[str, ...] = ("isr_metric.judges.iqa",)  # modules exposing ``judge_specs()`` (dynamic rows)
+_PROVIDER_MODULES: Tuple[str, ...] = ("isr_metric.judges.iqa",)  # modules exposing ``judge_specs()``
+#: name prefix of a provider family -> (backend module, extra): names in a family whose backend is not
+#: installed cannot be listed, so an unknown name there means "install the extra", not "typo".
+_PROVIDER_FAMILIES: Dict[str, Tuple[str, str]] = {"iqa:": ("pyiqa", "iqa")}
 _provided: Optional[Dict[str, JudgeSpec]] = None
 
 
@@ -196,6 +199,12 @@ def get_spec(name: str) -> JudgeSpec:
     dyn = _dynamic_rows()
     if name in dyn:
         return dyn[name]
+    for prefix, (module, extra) in _PROVIDER_FAMILIES.items():
+        if name.startswith(prefix) and importlib.util.find_spec(module) is None:
+            raise MissingExtraError(
+                f"judge {name!r} comes from {module}, which is not installed; install it with: "
+                f"pip install 'isr-metric[{extra}]'"
+            )
     names = sorted(set(_REGISTRY) | set(dyn))
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""

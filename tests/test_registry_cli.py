@@ -64,3 +64,18 @@ def test_cli_judges_table_and_json(capsys):
 def test_cli_version_subprocess():
     out = subprocess.run([sys.executable, "-m", "isr_metric.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "isr-metric" in out.stdout
+
+
+def test_family_name_without_its_backend_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from isr_metric import registry
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(registry, "_provided", {})  # as if pyiqa listed nothing
+    monkeypatch.setattr(registry.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "pyiqa" else real(name, *a))
+    with pytest.raises(MissingExtraError, match=r"isr-metric\[iqa\]"):
+        registry.get_spec("iqa:musiq")
+    with pytest.raises(KeyError):
+        registry.get_spec("iqq:musiq")  # not a family prefix: an ordinary unknown name

@@ -36,8 +36,12 @@ def run(args) -> int:
     try:
         manifest = build_demo_set(out / "data", size=args.size, seed=args.seed)
         judges = demo_judges(device=args.device, with_clip=args.with_clip)
-    except (ImportError, MissingExtraError) as e:
+    except MissingExtraError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:  # scikit-image photos, pyiqa: both come with the iqa extra
+        print(f"error: the demo needs {e.name or e} (scikit-image photos and the offline IQA judges); "
+              "install them with: pip install 'isr-metric[iqa]'", file=sys.stderr)
         return 2
     print(f"demo set: {manifest} ({len(judges)} judge(s): {', '.join(j.name for j in judges)})")
     code, _ = run_pipeline(args, str(manifest), judges, title=args.title or "ISR demo (synthetic stand-ins)")
