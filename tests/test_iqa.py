@@ -388,3 +388,18 @@ def test_offline_judges_default_to_their_shipped_synthetic_card(name):
     assert card.judge == name and card.fitted_on["synthetic"] is True
     assert card.metrics["auc"]["value"] > 0.85  # held-out agreement recorded with the card
     assert create_judge(name).threshold == card.value
+
+
+def test_options_that_change_scores_change_the_cache_key(tmp_path):
+    """Two pyiqa judges whose weights or architecture options differ must never share cached scores."""
+    from isr_metric.cache import scorer_config
+    from isr_metric.judges.offline_iqa import niqe_params_path
+
+    mat = niqe_params_path()
+    base = create_judge("iqa:niqe", device="cpu", pretrained_model_path=mat)
+    other = create_judge("iqa:niqe", device="cpu", pretrained_model_path=mat, metric_options={"crop_border": 4})
+    assert scorer_config(base) != scorer_config(other)
+    assert scorer_config(base)["pretrained_model_path"] == str(mat)
+    # decision-only options (threshold, margin) keep the key: cached scores are re-decided
+    assert scorer_config(base) == scorer_config(create_judge("iqa:niqe", device="cpu", pretrained_model_path=mat,
+                                                             threshold=5.0))

@@ -513,6 +513,7 @@ class PyiqaJudge(IQAJudge):
                 raise FileNotFoundError(f"pretrained_model_path={str(p)!r} for {self.name} is not a file")
             opts["pretrained_model_path"] = str(p)
         self.pretrained_model_path = opts.get("pretrained_model_path")
+        self.metric_options = {k: v for k, v in opts.items() if k != "pretrained_model_path"}
         wd = weights_dir if weights_dir is not None else os.environ.get("ISR_METRIC_IQA_WEIGHTS")
         import pyiqa
 
@@ -530,4 +531,11 @@ class PyiqaJudge(IQAJudge):
         d = super()._details()
         d.update(metric=self.metric, pretrained_model_path=self.pretrained_model_path,
                  score_range=self.score_range)
+        return d
+
+    def describe(self) -> Dict[str, Any]:
+        # everything that changes the raw scores belongs here: it keys the score cache
+        d = super().describe()
+        d.update(metric=self.metric, metric_options=dict(self.metric_options),
+                 pretrained_model_path=self.pretrained_model_path)
         return d
