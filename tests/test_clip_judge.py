@@ -269,3 +269,18 @@ def test_clip_in_isr(open_clip_files):
     assert rep.n == 4 and rep.n_abstained == 0
     v = j(samples)
     assert rep.n_success == sum(v.success) and rep.judges[0]["mode"] == "relative_reference"
+
+
+def test_cache_key_tracks_what_changes_scores(hf_clip_dir):
+    """dtype, template and mode change raw scores (keyed); threshold/margin only re-decide."""
+    from isr_metric.cache import scorer_config
+
+    def key(**kw):
+        return scorer_config(create_judge("clip-hf", model=str(hf_clip_dir), device="cpu", **kw))
+
+    base = key(threshold=0.1)
+    assert key(threshold=0.1, dtype="bfloat16") != base
+    assert key(threshold=0.1, template="an image of {}") != base
+    assert key(mode="relative_reference", margin=0.0) != base
+    assert key(threshold=0.3) == base
+    assert key(mode="relative_reference", margin=0.05) == key(mode="relative_reference", margin=0.0)

@@ -100,7 +100,11 @@ class LocalModelJudge(Judge):
         return self.threshold, self.success_if
 
     def _details(self) -> Dict[str, Any]:
-        return {"model": self.model_id, "backend": self.backend}
+        d = {"model": self.model_id, "backend": self.backend}
+        dtype = getattr(self, "_dtype", None)
+        if dtype is not None:  # half precision changes raw scores: part of the cache key
+            d["dtype"] = str(dtype).replace("torch.", "")
+        return d
 
     def describe(self) -> Dict[str, Any]:
         d = super().describe()
