@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-__all__ = ["load_image", "load_images", "ImageLoadError", "stack_images", "MAX_PIXELS",
+__all__ = ["load_image", "ImageLoadError", "stack_images", "MAX_PIXELS",
            "load_manifest", "Manifest", "ManifestRow", "RowProblem", "ManifestError", "MANIFEST_COLUMNS",
            "IMAGE_SUFFIXES", "image_size"]
 
@@ -174,10 +174,6 @@ def load_image(
     if min(h, w) < min_size:
         raise ImageLoadError(f"{label}: image is {w}x{h}, smaller than the minimum side {min_size}")
     return out
-
-
-def load_images(images: Sequence[Any], **kwargs: Any) -> list:
-    return [load_image(im, **kwargs) for im in images]
 
 
 def stack_images(images: Sequence[torch.Tensor], *, size: Optional[Tuple[int, int]] = None,
