@@ -6,8 +6,11 @@
 
 The list of cards and their commands is ``calibration/cards.json``; each entry is
 ``{"card": "isr_metric/cards/NAME.json", "argv": ["calibration/SCRIPT.py", "--judge", ...]}``
-(``--out`` is appended). ``--check`` exits 1 when a rebuilt card differs from the shipped one in
-anything but ``created``, or when a card in ``isr_metric/cards`` has no entry.
+(``--out`` is appended). Every card records the scorer identity of the judge it was fitted with
+(``scorer``, ``scorer_hash``, ``mode``), so a shipped card is only used by that exact judge
+configuration. ``--check`` exits 1 when a rebuilt card differs from the shipped one in anything
+but ``created`` (the identity is compared exactly, and its differences are listed), when a card
+records no identity, or when a card in ``isr_metric/cards`` has no entry.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout: use this working tree's isr_metric
+    sys.path.insert(0, str(ROOT))
 LIST = ROOT / "calibration" / "cards.json"
 CARDS_DIR = ROOT / "isr_metric" / "cards"
 IGNORED = ("created",)
@@ -30,9 +35,18 @@ def entries() -> List[Dict[str, Any]]:
 
 
 def card_differences(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
-    """Top-level fields (other than ``created``) whose values differ between two card dicts."""
+    """Top-level fields (other than ``created``) whose values differ between two card dicts; for
+    the scorer identity, what differs inside it."""
     keys = (set(a) | set(b)) - set(IGNORED)
-    return sorted(k for k in keys if a.get(k) != b.get(k))
+    out = []
+    for k in sorted(k for k in keys if a.get(k) != b.get(k)):
+        if k == "scorer" and isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            from isr_metric.identity import identity_diff
+
+            out.append("scorer (" + "; ".join(identity_diff(a[k], b[k], names=("shipped", "rebuilt"))) + ")")
+        else:
+            out.append(k)
+    return out
 
 
 def unlisted_cards() -> List[str]:
@@ -59,6 +73,10 @@ def main(argv=None) -> int:
             target = ROOT / e["card"]
             out = Path(tmp) / target.name if args.check else target
             rebuild(e, out)
+            if not json.loads(out.read_text()).get("scorer_hash"):
+                print(f"{e['card']}: the rebuilt card records no scorer identity (its script must pass the judge "
+                      "object to ThresholdCalibrator.to_card)")
+                bad += 1
             if args.check:
                 if not target.exists():
                     print(f"{e['card']}: listed but not shipped")

