@@ -220,6 +220,15 @@ class ScoreCache:
             for k, e in items:
                 self._mem[k] = (e, False)
 
+    def export_to(self, other: "ScoreCache", *, label: Optional[str] = None) -> int:
+        """Append to ``other`` every entry this cache holds that ``other`` does not (values and
+        deterministic abstentions; transient ones stay behind). Returns how many were written."""
+        with self._lock:
+            items = [(k, e) for k, (e, _) in self._mem.items()
+                     if not (e.abstained and e.transient) and other.peek(k) is None]
+        other.put_many(items, label=label)
+        return len(items)
+
     def forget_abstentions(self) -> int:
         """Drop every abstention from memory so the next lookup computes again; returns how many."""
         with self._lock:
