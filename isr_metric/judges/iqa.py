@@ -542,6 +542,18 @@ class PyiqaJudge(IQAJudge):
             except TypeError as e:
                 raise TypeError(f"{self.name}: pyiqa rejected an option ({e}); metric_options="
                                 f"{sorted(opts)} must be arguments of pyiqa's {metric} architecture") from e
+            except ModuleNotFoundError as e:  # e.g. pyiqa's CLIP metrics import pkg_resources
+                from ..registry import MissingExtraError
+
+                fix = ("pip install 'setuptools<81' (it still ships pkg_resources)" if e.name == "pkg_resources"
+                       else f"pip install {e.name}")
+                raise MissingExtraError(f"judge {self.name!r}: pyiqa's {metric} needs the module {e.name!r}, which "
+                                        f"is not installed; {fix}") from e
+            except OSError as e:  # a backbone or weight file fetched outside pyiqa's downloader
+                raise WeightsUnavailableError(
+                    f"judge {self.name!r}: pyiqa could not get the pretrained weights or backbone of {metric!r} "
+                    f"({type(e).__name__}: {str(e)[:200]}); on a machine without internet copy them into the "
+                    "torch hub / Hugging Face caches first (docs/judges-perceptual.md, 'Local weights')") from e
 
     def _score_tensor(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.to(self.device))
