@@ -138,7 +138,7 @@ def _validate_options(name: str, factory: Any, options: Dict[str, Any]) -> None:
             for k in options:
                 if k not in known:
                     close = difflib.get_close_matches(k, list(known), n=3, cutoff=0.6)
-                    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+                    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
                     raise JudgeOptionError(
                         f"judge {name!r} has no option {k!r}{hint} Its options: {', '.join(sorted(known))}")
         for k, required in known.items():

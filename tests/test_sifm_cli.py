@@ -83,9 +83,9 @@ def test_cli_errors_are_readable(setup, capsys):
     root, model = setup
     rc = main(["immunize", "--editor", "ip2p", "--model", str(model), "--images", str(root / "images"),
                "--prompts", str(root / "edits.csv"), "--out", str(root / "x"), "--method", "sfim", "--steps", "1"])
-    # unknown method: every image fails with a suggestion, the batch finishes and reports
+    # unknown method: one error line with a suggestion, before the editor is loaded
     err = capsys.readouterr().err
-    assert rc == 1 and "did you mean 'sifm'" in err
+    assert rc == 2 and "did you mean 'sifm'" in err and err.count("\n") == 1 and err.startswith("error: --method")
     (root / "bad.txt").write_text("one\ntwo\nthree\n")
     assert main(["immunize", "--editor", "ip2p", "--model", str(model), "--images", str(root / "images"),
                  "--prompts", str(root / "bad.txt"), "--out", str(root / "y")]) == 2

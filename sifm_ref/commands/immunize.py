@@ -40,8 +40,14 @@ def run(args) -> int:
     from isr_metric.data import load_image
 
     from ..api import immunize, save_png
+    from ..attacks import get_method
     from ..attacks.pgd import linf
 
+    try:
+        get_method(args.method)  # an unknown name is a usage error, before any model is loaded
+    except KeyError as e:
+        print(f"error: --method {args.method}: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
     try:
         files = list_images(args.images)
         stems = [f.stem for f in files]
