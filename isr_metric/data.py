@@ -148,7 +148,8 @@ def load_image(
                     if max_pixels is not None and im.size[0] * im.size[1] > max_pixels:
                         raise ImageLoadError(
                             f"{p}: {im.size[0]}x{im.size[1]} pixels exceeds the limit of {max_pixels}; "
-                            "downscale it or pass max_pixels=None"
+                            "downscale it, or raise the limit (command line: --max-pixels N, or 0 for none; "
+                            "Python: max_pixels=None)"
                         )
                     im.load()
                     im = ImageOps.exif_transpose(im)

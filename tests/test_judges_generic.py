@@ -29,12 +29,9 @@ from isr_metric import EditSample, create_judge, list_judges
 from isr_metric.cache import ScoreCache
 from isr_metric.judges.base import Judge
 
-from .mllm_server import FakeOpenAIServer
-from .tiny_models import build_hf_clip, build_llava, build_open_clip
 
 pyiqa = pytest.importorskip("pyiqa")
 
-KEY = "sk-generic-test-key-0000"
 KEY_ENV = "ISR_GENERIC_MLLM_KEY"
 Q1, Q3, CARD = "<lower quartile>", "<upper quartile>", "<card>"
 
@@ -43,45 +40,10 @@ Q1, Q3, CARD = "<lower quartile>", "<upper quartile>", "<card>"
 # shared resources (built lazily, once per session)
 # ---------------------------------------------------------------------------------------------
 
-class Resources:
-    def __init__(self, tmp_path_factory) -> None:
-        self._tmp = tmp_path_factory
-        self._memo: Dict[str, Any] = {}
-
-    def _get(self, name: str, build: Callable[[], Any]) -> Any:
-        if name not in self._memo:
-            self._memo[name] = build()
-        return self._memo[name]
-
-    @property
-    def open_clip(self):
-        return self._get("open_clip", lambda: build_open_clip(self._tmp.mktemp("gen_open_clip")))
-
-    @property
-    def hf_clip(self) -> Path:
-        return self._get("hf_clip", lambda: build_hf_clip(self._tmp.mktemp("gen_hf_clip")))
-
-    @property
-    def llava(self) -> Path:
-        return self._get("llava", lambda: build_llava(self._tmp.mktemp("gen_llava")))
-
-    @property
-    def mllm_server(self) -> FakeOpenAIServer:
-        def start():
-            os.environ[KEY_ENV] = KEY
-            return FakeOpenAIServer(KEY).__enter__()
-        return self._get("server", start)
-
-    def close(self) -> None:
-        if "server" in self._memo:
-            self._memo["server"].__exit__(None, None, None)
-
-
-@pytest.fixture(scope="session")
-def res(tmp_path_factory):
-    r = Resources(tmp_path_factory)
-    yield r
-    r.close()
+@pytest.fixture()
+def res(tiny, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, tiny.mllm_key)
+    return tiny
 
 
 @pytest.fixture(scope="session")
@@ -122,14 +84,15 @@ def _mean_intensity(samples):
 class JudgeCase:
     """How to build one judge and how to re-decide it.
 
-    judge: registry name. options: resources -> creation options (tiny weights, endpoint...).
+    judge: registry name. options: the session's tiny resources (``tests/conftest.py``:
+    ``TinyResources``) -> creation options (tiny weights, endpoint...).
     decisions: decision options tried after scoring (``Q1``/``Q3`` = quartiles of the judge's
     absolute scores, ``CARD`` = a card bound to the judge at ``Q1``); the first pass scores every
     mode they use, the second must not call the model.
     """
 
     judge: str
-    options: Callable[[Resources], Dict[str, Any]] = lambda r: {}
+    options: Callable[[Any], Dict[str, Any]] = lambda r: {}
     decisions: Tuple[Dict[str, Any], ...] = ({"threshold": Q1}, {"threshold": Q3}, {"card": CARD})
     stub_pyiqa: bool = False
 
@@ -143,12 +106,12 @@ _CLIP_DECISIONS = ({"mode": "absolute", "threshold": Q1}, {"mode": "absolute", "
                    {"card": CARD})
 
 
-def _mllm(r: Resources) -> Dict[str, Any]:
+def _mllm(r) -> Dict[str, Any]:
     return {"model": "tiny-mllm", "base_url": r.mllm_server.base_url, "api_key_env": KEY_ENV, "timeout": 5.0,
             "backoff_base": 0.01}
 
 
-def _open_clip(r: Resources) -> Dict[str, Any]:
+def _open_clip(r) -> Dict[str, Any]:
     f = r.open_clip
     return {"model": f.model, "pretrained": str(f.checkpoint), "model_config": str(f.config), "device": "cpu"}
 
