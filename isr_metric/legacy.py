@@ -40,7 +40,6 @@ import torch
 
 from .scoring import Abstain, SampleInputs, SampleProblem, Scorer, ScoreRequest
 
-from .types import EditSample
 
 __all__ = ["LegacyMetric", "create_legacy", "LEGACY_METRICS", "DEFAULT_LEGACY", "DISSIMILAR",
            "psnr", "ssim", "agreement_table", "lpips_weights_available"]

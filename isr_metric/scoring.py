@@ -34,7 +34,6 @@ import json
 import math
 import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from .cache import CacheEntry, ScoreCache, request_key
@@ -72,15 +71,15 @@ def image_digest(value: Any) -> str:
     shape and raw bytes for a tensor / array / PIL image.
 
     Raises:
-        SampleProblem: a path that does not exist or is a folder, or an unsupported type.
+        SampleProblem: a path that does not exist, is a folder or is empty, or an unsupported type.
     """
     if isinstance(value, (str, os.PathLike)):
-        p = Path(value)
-        if not p.exists():
-            raise SampleProblem(f"{p}: file not found; check the path (relative paths in a manifest "
-                                "resolve against the manifest's folder)")
-        if p.is_dir():
-            raise SampleProblem(f"{p}: is a folder, expected an image file")
+        from .data import ImageLoadError, check_image_file
+
+        try:
+            p = check_image_file(value)
+        except ImageLoadError as e:
+            raise SampleProblem(str(e)) from None
         try:
             return "file:" + file_digest(p)
         except OSError as e:

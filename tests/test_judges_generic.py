@@ -15,10 +15,8 @@ the weight-free ones (piqe, entropy, NIQE with local parameters) run for real.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 import pytest

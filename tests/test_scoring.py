@@ -19,6 +19,7 @@ from isr_metric.judges.base import CallableJudge, Judge
 from isr_metric.scoring import ScoringRun, score_samples
 
 from .mllm_server import FakeOpenAIServer
+from .test_judges_generic import _count_compute as _count
 from .tiny_models import tiny_images
 
 
@@ -28,18 +29,6 @@ def _png(path: Path, seed: int, size: int = 48) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
     return str(path)
-
-
-def _count(judge: Judge) -> List[int]:
-    calls: List[int] = []
-    real = judge.compute
-
-    def compute(requests):
-        calls.append(len(requests))
-        return real(requests)
-
-    judge.compute = compute  # type: ignore[method-assign]
-    return calls
 
 
 # ---------------------------------------------------------------------------------------------
