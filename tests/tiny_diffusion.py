@@ -311,3 +311,20 @@ def single_thread():
         yield
     finally:
         torch.set_num_threads(n)
+
+
+def small_ip2p_pipeline(scheduler=None):
+    """A small (not tiny) random InstructPix2Pix for benches: 4 down/up blocks, 2 layers each, so the
+    up-path and the attention blocks weigh as in SD's UNet; Euler-ancestral as timbrooks' checkpoint."""
+    from diffusers import StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64, 64, 64), layers_per_block=2, sample_size=32, in_channels=8, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=8,
+        norm_num_groups=8, attention_head_dim=8)
+    return StableDiffusionInstructPix2PixPipeline(
+        vae=tiny_vae(), text_encoder=tiny_text_encoder(), tokenizer=tiny_tokenizer(), unet=unet,
+        scheduler=scheduler or scheduler_from(IP2P_EULER_A), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
