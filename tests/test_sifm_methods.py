@@ -3,6 +3,8 @@ PNG round trip and resume on every fixture; SIFM's objective, terms, reduction, 
 gradient-share log and determinism."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -26,13 +28,7 @@ def _one_thread():
         yield
 
 
-def _photo(seed=0, size=32):
-    """An 8-bit image (on the 1/255 grid, like anything read from a PNG/JPEG) with saturated pixels."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (1, 3, size, size), generator=g).float() / 255
-    x[..., :3, :] = 1.0
-    x[..., -3:, :] = 0.0
-    return x
+_photo = td.photo8
 
 
 def _check_budget(x, prot, tmp_path, name, eps=EPS):
@@ -268,3 +264,20 @@ def test_method_registry_errors():
         create_method("sds", ed, sign="minus")
     with pytest.raises(ValueError, match="timestep_index=0"):
         create_method("diffusionguard", ed, timestep_index=1)
+
+
+@pytest.mark.parametrize("name", ["sifm_ablation_sd3.yaml", "sifm_ablation_ip2p.yaml"])
+def test_shipped_ablation_configs_are_valid(tmp_path, name):
+    """The paper's ablation (divergence only, norm only, both with lambda in {0.001, 0.01, 0.1, 1})
+    with the per-step gradient shares logged."""
+    yaml = pytest.importorskip("yaml")
+    from sifm_ref.bench_config import load_config
+
+    raw = yaml.safe_load((Path(td.__file__).resolve().parents[1] / "sifm_ref" / "configs" / name).read_text())
+    (tmp_path / "images.csv").write_text("image,prompt,edit_prompts\nx.png,a cat,make it night\n")
+    raw["dataset"]["manifest"] = str(tmp_path / "images.csv")
+    cfg = load_config(raw, base_dir=tmp_path)
+    sifm = [m for m in cfg.methods if m.name == "sifm"]
+    assert {m.params["variant"] for m in sifm} == {"divergence", "norm", "both"}
+    assert sorted(m.params["lam"] for m in sifm if m.label.startswith("sifm-both[")) == [0.001, 0.01, 0.1, 1.0]
+    assert all(m.params["log_terms"] for m in sifm)

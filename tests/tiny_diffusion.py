@@ -328,3 +328,13 @@ def small_ip2p_pipeline(scheduler=None):
         vae=tiny_vae(), text_encoder=tiny_text_encoder(), tokenizer=tiny_tokenizer(), unet=unet,
         scheduler=scheduler or scheduler_from(IP2P_EULER_A), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False)
+
+
+def photo8(seed: int = 0, size: int = 32) -> torch.Tensor:
+    """A (1, 3, size, size) 8-bit image (on the 1/255 grid, like anything read from a PNG/JPEG) with
+    saturated rows at the top (1.0) and bottom (0.0)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (1, 3, size, size), generator=g).float() / 255
+    x[..., :3, :] = 1.0
+    x[..., -3:, :] = 0.0
+    return x
