@@ -38,7 +38,6 @@ and ``sd3`` (StableDiffusion3Img2ImgPipeline, SDEdit on SD3's MM-DiT with flow m
 from __future__ import annotations
 
 import inspect
-import json
 from dataclasses import dataclass
 from importlib import import_module
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -223,7 +222,7 @@ class Editor:
                     mod.enable_gradient_checkpointing()
         self._check_in_channels()
         self._process: Optional[ForwardProcess] = None
-        self._process_key: Optional[str] = None
+        self._process_of: Any = None
         self.process  # noqa: B018 - fail at load time on an unsupported scheduler
 
     # ----------------------------------------------------------------- loading
@@ -236,7 +235,8 @@ class Editor:
 
         ``scheduler``: replace the checkpoint's scheduler by this one, built from its config
         (``"ddim"``, ``"euler_ancestral"``, ... or a diffusers class name; img2img users often swap
-        SD's PNDM for DDIM). None keeps the checkpoint's (or the editor's documented default).
+        SD's PNDM for DDIM). None: the editor's documented default (hqedit: Euler-ancestral, as its
+        README), else the checkpoint's; ``"keep"``: always the checkpoint's.
         """
         try:
             diffusers = import_module("diffusers")
@@ -257,7 +257,7 @@ class Editor:
                 "downloads); check that the checkpoint matches this editor (see `sifm_ref.list_editors()`)."
             ) from e
         scheduler = scheduler or cls.default_scheduler()
-        if scheduler:
+        if scheduler and scheduler != "keep":
             pipe.scheduler = _scheduler_class(scheduler).from_config(pipe.scheduler.config)
         try:
             return cls(pipe, device=device, dtype=dtype, attention_slicing=attention_slicing,
@@ -301,9 +301,8 @@ class Editor:
     def process(self) -> ForwardProcess:
         """The forward process of the pipeline's current scheduler (rebuilt if it was swapped)."""
         s = self.pipe.scheduler
-        key = type(s).__name__ + json.dumps(dict(s.config), sort_keys=True, default=str)
-        if key != self._process_key:
-            self._process, self._process_key = process_for(s), key
+        if s is not self._process_of:  # scheduler configs are frozen: only a new object can differ
+            self._process, self._process_of = process_for(s), s
         return self._process
 
     @property

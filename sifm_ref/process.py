@@ -205,8 +205,10 @@ class SigmaProcess(ForwardProcess):
         """σ_t (N,) float32: the schedule's own value for a step of the n-step schedule, else the
         training σ interpolated linearly in t (Euler's ``set_timesteps`` formula)."""
         tt = self._as_batch(t, n_items)
-        ac = self.train.alphas_cumprod
-        table = np.array(((1 - ac) / ac) ** 0.5)
+        if not hasattr(self, "_table"):  # training σ as Euler's set_timesteps computes it
+            ac = self.train.alphas_cumprod
+            self._table = (((1 - ac) / ac) ** 0.5).numpy()
+        table = self._table
         out = []
         for v in tt.tolist():
             idx = self._schedule_index(v, n)

@@ -45,8 +45,9 @@ class Draw:
     ``kind``: ``"forward"`` (closed-form forward process of ``E(x')`` at ``t`` with ``noise``),
     ``"start"`` (a pure-noise edit's first step from ``noise``), ``"trajectory"`` (the recorded real
     edit with ``seeds``, step ``index``), ``"loop"`` (differentiable sampling from ``noise`` with an
-    ancestral-step generator seeded ``seeds[0]``). ``t``: (N,) timesteps; ``n``: the edit's
-    ``num_inference_steps`` they belong to (None: the training grid).
+    ancestral-step generator seeded ``seeds[0]``). ``t``: (N,) timesteps (``"loop"``: the loop's
+    timesteps, in order); ``n``: the edit's ``num_inference_steps`` they belong to (None: the
+    training grid).
     """
 
     kind: str

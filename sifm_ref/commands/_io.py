@@ -122,8 +122,8 @@ def add_editor_args(p) -> None:
     p.add_argument("--drop-t5", action="store_true", help="sd3 only: load without the T5 text encoder")
     p.add_argument("--scheduler", default=None,
                    help="replace the checkpoint's scheduler (built from its config): ddim | pndm | euler | "
-                        "euler_ancestral | dpmsolver++ | unipc | ... or a diffusers class name (default: keep it; "
-                        "hqedit: euler_ancestral as its README)")
+                        "euler_ancestral | dpmsolver++ | unipc | ... or a diffusers class name; keep: the checkpoint's "
+                        "(default: the checkpoint's, except hqedit: euler_ancestral as its README)")
     p.add_argument("--masks", default=None, help="inpaint only: folder of masks named like the images (white = repaint)")
 
 
