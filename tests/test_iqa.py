@@ -234,8 +234,10 @@ def test_small_images_abstain_or_resize_without_killing_the_batch(photos):
 def test_nan_and_unreadable_images_abstain_with_reasons(photos, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
-    flat = torch.full((3, 64, 64), 0.5)  # constant image: BRISQUE's AGGD fit is undefined
-    v = create_judge("offline:brisque", threshold=30.0)(
+    # constant image: the brisque package's AGGD fit is undefined (NaN). (pyiqa's BRISQUE, which
+    # param_set="live" uses, returns a finite, very poor score for it in float64.)
+    flat = torch.full((3, 64, 64), 0.5)
+    v = create_judge("offline:brisque", param_set="brisque_pypi", threshold=30.0)(
         [EditSample(edited=photos[0], prompt=""), EditSample(edited=flat, prompt=""),
          EditSample(edited=str(bad), prompt="")])
     assert v.abstained == (False, True, True)
