@@ -11,9 +11,9 @@ Two things stand between ``pyiqa.create_metric(name)`` and a metric on a fresh i
    ``setuptools<81`` would pin every user's build tool for one import; instead
    :func:`openai_clip_importable` imports ``clip`` once with a stand-in ``pkg_resources`` module
    that holds the real ``packaging`` library and nothing else, and removes the stand-in from
-   ``sys.modules`` right after, so no other library ever sees it. It does nothing when the real
-   ``pkg_resources`` is importable, when ``clip`` is already imported, or when ``clip`` is not
-   installed.
+   ``sys.modules`` right after, so no other library ever sees it. When the real
+   ``pkg_resources`` is importable it simply imports ``clip``; when ``clip`` is already imported or
+   not installed it does nothing.
 
 2. **Downloads outside pyiqa's own helper.** pyiqa fetches its weight files through
    ``pyiqa.utils.download_util`` (handled in :func:`isr_metric.judges.iqa._pyiqa_weights`), but
