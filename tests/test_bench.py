@@ -113,7 +113,7 @@ def test_end_to_end_report(setup):
         judged = [r for r in mine if r["success"] != ""]
         assert c["n"] == len(judged) == 8 and c["n_clusters"] == 2
         assert c["isr"] == pytest.approx(sum(r["success"] == "1" for r in judged) / len(judged))
-        assert c["ci_low"] <= c["isr"] <= c["ci_high"] and c["ci_method"] == "cluster_bootstrap"
+        assert c["ci_low"] <= c["isr"] <= c["ci_high"] and c["ci_method"] == "cluster_wilson" and c["ci_high"] > c["ci_low"]
         # success = semantic mismatch OR degradation, row by row
         for r in judged:
             assert r["success"] == str(int(r["semantic"] == "1" or r["perceptual"] == "1"))
