@@ -2,7 +2,6 @@
 two processes under `accelerate launch` = one process, kill -9 half way + re-run = uninterrupted run."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -25,6 +24,7 @@ from sifm_ref.bench import run_bench  # noqa: E402
 from sifm_ref.bench_config import ConfigError, load_config  # noqa: E402
 
 from .tiny_diffusion import build_tiny_pipeline  # noqa: E402
+from .tiny_diffusion import single_thread as _one_thread  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,16 +85,6 @@ def setup(tmp_path_factory):
     with _one_thread():
         res = run_bench(root / "bench.yaml", out=str(root / "single"), progress=False, log=logs.append)
     return root, res, logs
-
-
-@contextlib.contextmanager
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _per_edit(out: Path):
@@ -358,3 +348,4 @@ def test_shipped_example_config_is_valid(tmp_path):
     assert cfg.methods[0].label == "none" and len(cfg.methods) == 5 + 4
     assert [t.label for t in cfg.transforms][-3:] == ["jpeg:30", "jpeg:50", "jpeg:90"]
     assert all(m.editor == "ip2p" for m in cfg.methods[1:])
+
