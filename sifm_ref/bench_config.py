@@ -21,9 +21,9 @@ __all__ = ["BenchConfig", "ConfigError", "load_config", "MethodVariant", "Editor
            "JudgeEntry", "PGD_PARAMS", "slug"]
 
 #: PGD settings accepted in a method's ``params`` / ``sweep`` beside the method's own options.
-PGD_PARAMS = ("eps", "steps", "step_size", "random_start", "eot_samples")
+PGD_PARAMS = ("eps", "steps", "step_size", "random_start", "eot_samples", "step_decay")
 EDIT_OPTIONS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "strength")
-LOAD_OPTIONS = ("attention_slicing", "gradient_checkpointing", "drop_t5")
+LOAD_OPTIONS = ("attention_slicing", "gradient_checkpointing", "drop_t5", "scheduler")
 DTYPES = ("float32", "float16", "bfloat16")
 STAGES = ("prepare", "protect", "transform", "edit", "judge", "report")
 
@@ -193,6 +193,8 @@ def _check_pgd(v: _V, key: str, value: Any, path: str) -> None:
         v.err(path, f"must be true or false, got {value!r}")
     elif key == "eot_samples" and not (_is_int(value) and value >= 1):
         v.err(path, f"must be an integer >= 1, got {value!r}")
+    elif key == "step_decay" and value not in ("none", "linear"):
+        v.err(path, f"must be 'none' or 'linear' (PhotoGuard's decay), got {value!r}")
 
 
 def _method_options(name: str) -> Optional[List[str]]:
@@ -320,7 +322,10 @@ def _editors(v: _V, items: Any, base: Path) -> List[EditorSpec]:
         load = e.get("load", {}) or {}
         if v.keys(load, LOAD_OPTIONS, f"{p}.load"):
             for k, val in load.items():
-                if not isinstance(val, bool):
+                if k == "scheduler":
+                    if not (isinstance(val, str) and val.strip()):
+                        v.err(f"{p}.load.{k}", f"must be a scheduler name (ddim, euler_ancestral, ...), got {val!r}")
+                elif not isinstance(val, bool):
                     v.err(f"{p}.load.{k}", f"must be true or false, got {val!r}")
         label = str(e.get("label") or name)
         out.append(EditorSpec(label=label, name=str(name), model=model, options=dict(opts), load=dict(load)))

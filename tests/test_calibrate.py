@@ -305,6 +305,27 @@ def test_fingerprint_ignores_row_order_but_not_content():
     assert fp != data_fingerprint(s, [1, 1, 1], k)
 
 
+def test_fingerprint_is_stable_under_last_bit_noise_but_not_under_real_changes():
+    """Scores of the same data differ in their last bits between machines; the fingerprint rounds
+    them to 6 significant digits (at most 8 decimals), so it does not move -- real changes do."""
+    from isr_metric.calibrate import FINGERPRINT_METHOD, fingerprint_score
+
+    rng = np.random.default_rng(0)
+    s = np.concatenate([rng.normal(40, 25, 300), rng.normal(0, 1e-3, 20), [0.0, -0.0, 1e-12]])
+    y = (rng.random(len(s)) > 0.5).astype(int)
+    k = [f"img{i}" for i in range(len(s))]
+    fp = data_fingerprint(s, y, k)
+    for eps in (1e-12, -1e-12, 3e-11):
+        assert data_fingerprint(s * (1 + eps), y, k) == fp
+    assert data_fingerprint(s + 1e-13, y, k) == fp
+    moved = s.copy()
+    moved[7] *= 1 + 1e-4  # a change at the 5th significant digit is a different table
+    assert data_fingerprint(moved, y, k) != fp
+    assert fingerprint_score(17.2117919921875) == "17.21180000" == fingerprint_score(17.2117919921875 * (1 + 1e-12))
+    assert fingerprint_score(-1e-12) == fingerprint_score(0.0) == "0.00000000"
+    assert "6 significant digits" in FINGERPRINT_METHOD
+
+
 def test_fit_is_deterministic_given_seed():
     s, y = gaussians(80, 80, seed=14)
     a = ThresholdCalibrator(higher_is_better=True, seed=7, n_boot=200).fit(s, y).report()

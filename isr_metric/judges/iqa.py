@@ -201,7 +201,7 @@ class IQAJudge(Judge):
         stem = (self.name or "").replace(":", "_")
         if stem and stem in list_cards():
             card = load_card(stem)
-            problems = card_mismatches(card, self)
+            problems = card_mismatches(card, self)  # other parameters: another raw-score scale
             if card.success_if == self.success_if and not problems:
                 self.card, self.threshold = card, card.value
             else:
@@ -454,28 +454,40 @@ def judge_specs():
 @contextlib.contextmanager
 def _pyiqa_weights(weights_dir: Optional[str], allow_download: bool, metric: str) -> Iterator[None]:
     """While creating a pyiqa metric: look for weight files in ``weights_dir`` (pyiqa's own cache,
-    ``$TORCH_HOME/hub/pyiqa``, when None) and turn a blocked or failed download into a
-    :class:`WeightsUnavailableError` naming the file, the folder and the URL."""
+    ``$TORCH_HOME/hub/pyiqa``, when None) and turn a blocked or failed download -- pyiqa's own
+    weights, torch.hub / openai-clip backbones, Hugging Face Hub files -- into a
+    :class:`WeightsUnavailableError` naming the file, the folder and the URL (see
+    :mod:`isr_metric.judges.pyiqa_compat`, which also makes openai-clip importable without
+    ``pkg_resources``)."""
     import pyiqa.utils.download_util as du
 
+    from .pyiqa_compat import guard_downloads, hub_miss, wrap_download
+
+    def fix_weights(url: str, dst: str) -> str:
+        return (f"judge 'iqa:{metric}' needs the weight file {os.path.basename(dst)!r} in "
+                f"{os.path.dirname(dst)}. Fetch it on a machine with internet from {url} and copy it "
+                "there (or pass weights_dir=<folder holding it>, or pretrained_model_path=<file>)")
+
+    def fix_backbone(url: str, dst: str) -> str:
+        return (f"judge 'iqa:{metric}' needs the backbone file {os.path.basename(dst)!r} in "
+                f"{os.path.dirname(dst)}. Fetch it on a machine with internet from {url} and copy it there")
+
     saved_dir, saved_dl = du.DEFAULT_CACHE_DIR, du.download_url_to_file
-
-    def _download(url, dst, *args, **kwargs):
-        fix = (f"judge 'iqa:{metric}' needs the weight file {os.path.basename(dst)!r} in "
-               f"{os.path.dirname(dst)}. Fetch it on a machine with internet from {url} and copy it "
-               "there (or pass weights_dir=<folder holding it>, or pretrained_model_path=<file>)")
-        if not allow_download:
-            raise WeightsUnavailableError(f"{fix}; downloads are disabled (allow_download=False).")
-        try:
-            return saved_dl(url, dst, *args, **kwargs)
-        except Exception as e:
-            raise WeightsUnavailableError(f"{fix}; the download failed: {type(e).__name__}: {e}") from e
-
     if weights_dir is not None:
         du.DEFAULT_CACHE_DIR = str(weights_dir)
-    du.download_url_to_file = _download
+    du.download_url_to_file = wrap_download(saved_dl, fix_weights, allow_download,
+                                            dst_of=lambda url, dst, *a, **k: dst)
     try:
-        yield
+        with guard_downloads(fix_backbone, allow_download):
+            try:
+                yield
+            except WeightsUnavailableError:
+                raise
+            except Exception as e:
+                msg = hub_miss(e, f"iqa:{metric}", allow_download)
+                if msg is None:
+                    raise
+                raise WeightsUnavailableError(msg) from e
     finally:
         du.DEFAULT_CACHE_DIR, du.download_url_to_file = saved_dir, saved_dl
 
@@ -542,18 +554,6 @@ class PyiqaJudge(IQAJudge):
             except TypeError as e:
                 raise TypeError(f"{self.name}: pyiqa rejected an option ({e}); metric_options="
                                 f"{sorted(opts)} must be arguments of pyiqa's {metric} architecture") from e
-            except ModuleNotFoundError as e:  # e.g. pyiqa's CLIP metrics import pkg_resources
-                from ..registry import MissingExtraError
-
-                fix = ("pip install 'setuptools<81' (it still ships pkg_resources)" if e.name == "pkg_resources"
-                       else f"pip install {e.name}")
-                raise MissingExtraError(f"judge {self.name!r}: pyiqa's {metric} needs the module {e.name!r}, which "
-                                        f"is not installed; {fix}") from e
-            except OSError as e:  # a backbone or weight file fetched outside pyiqa's downloader
-                raise WeightsUnavailableError(
-                    f"judge {self.name!r}: pyiqa could not get the pretrained weights or backbone of {metric!r} "
-                    f"({type(e).__name__}: {str(e)[:200]}); on a machine without internet copy them into the "
-                    "torch hub / Hugging Face caches first (docs/judges-perceptual.md, 'Local weights')") from e
 
     def _score_tensor(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.to(self.device))
