@@ -286,6 +286,12 @@ def identity_diff(a: Mapping[str, Any], b: Mapping[str, Any], *, names: Tuple[st
         elif x != y:
             out.append(f"{path or 'identity'}: {names[0]} {short(x)}, {names[1]} {short(y)}")
 
+    if isinstance(a, Mapping) and isinstance(b, Mapping) and a.get("scorer") != b.get("scorer"):
+        # another scorer class: that is the headline; its options differ as a matter of course
+        n_args = len(set(a.get("args", {})) ^ set(b.get("args", {}))) + sum(
+            1 for k in set(a.get("args", {})) & set(b.get("args", {})) if a["args"][k] != b["args"][k])
+        return [f"scorer: {names[0]} {short(a.get('scorer'))}, {names[1]} {short(b.get('scorer'))}"
+                + (f" ({n_args} option(s) differ too)" if n_args else "")]
     walk(a, b, "")
     return out[:limit] + ([f"... and {len(out) - limit} more"] if len(out) > limit else [])
 
