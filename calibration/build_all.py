@@ -6,14 +6,17 @@
 
 The list of cards and their commands is ``calibration/cards.json``; each entry is
 ``{"card": "isr_metric/cards/NAME.json", "argv": ["calibration/SCRIPT.py", "--judge", ...]}``
-(``--out`` is appended). ``--check`` exits 1 when a rebuilt card differs from the shipped one, or
-when a card in ``isr_metric/cards`` has no entry, and names every field that differs.
+(``--out`` is appended). ``--check`` exits 1 when a rebuilt card differs from the shipped one, when
+a card records no scorer identity, or when a card in ``isr_metric/cards`` has no entry, and names
+every field that differs.
 
 What "differs" means, so that a card rebuilt on another machine passes: ``created`` is ignored;
 numbers (threshold, fold thresholds, agreement figures and their intervals) are compared within
 ``REL_TOL`` = 1e-6 relative or ``ABS_TOL`` = 1e-9 absolute; everything else (judge, model,
 direction, counts, data spec, the data fingerprint -- itself computed over scores rounded to 6
-significant digits) must be equal.
+significant digits -- and the scorer identity, exactly: ``scorer_hash``) must be equal. Every card
+records the scorer identity of the judge it was fitted with (``scorer``, ``scorer_hash``,
+``mode``), so a shipped card is only used by that exact judge configuration.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run from a checkout: use this working tree's isr_metric
+    sys.path.insert(0, str(ROOT))
 LIST = ROOT / "calibration" / "cards.json"
 CARDS_DIR = ROOT / "isr_metric" / "cards"
 IGNORED = ("created",)
@@ -95,6 +100,10 @@ def main(argv=None) -> int:
             target = ROOT / e["card"]
             out = Path(tmp) / target.name if args.check else target
             rebuild(e, out)
+            if not json.loads(out.read_text()).get("scorer_hash"):
+                print(f"{e['card']}: the rebuilt card records no scorer identity (its script must pass the judge "
+                      "object to ThresholdCalibrator.to_card)")
+                bad += 1
             if args.check:
                 if not target.exists():
                     print(f"{e['card']}: listed but not shipped")

@@ -670,8 +670,9 @@ class ThresholdCalibrator:
         """A :class:`ThresholdCard` with provenance.
 
         Args:
-            judge: the judge object (name, model id and direction are read from it and checked)
-                or its registry name.
+            judge: the judge object (name, model id and direction are read from it and checked;
+                the card is bound to its scorer identity and mode) or its registry name (an
+                unbound card: judges refuse it unless ``force_card=True``).
             model: model id (default: ``judge.model_id`` when a judge object is given).
             fitted_on: description of the labelled data (label source, file, synthetic or not,
                 ...); the data fingerprint, counts and cv/bootstrap settings are added.
@@ -680,6 +681,7 @@ class ThresholdCalibrator:
             created: ISO date (default: now, UTC).
         """
         self._check_fitted()
+        bound: Dict[str, Any] = {}
         if isinstance(judge, str):
             name = judge
         else:
@@ -691,6 +693,9 @@ class ThresholdCalibrator:
                     f"higher_is_better={self.higher_is_better}; refit with the judge's direction")
             if model is None:
                 model = getattr(judge, "model_id", None)
+            if callable(getattr(judge, "scorer_identity", None)):  # bind the card to its scorer
+                bound = {"scorer": judge.scorer_identity(), "scorer_hash": judge.identity_hash(),
+                         "mode": getattr(judge, "mode", None)}
         rep = self.report()
         prov = dict(fitted_on or {})
         prov.update({"fingerprint": self.fingerprint_, "fingerprint_method": FINGERPRINT_METHOD,
@@ -703,7 +708,7 @@ class ThresholdCalibrator:
             kw["created"] = created
         return ThresholdCard(judge=name, value=float(_clean(self.threshold_)), success_if=self.success_if_,
                              model=model, objective=self.objective, fitted_on=prov, n_pos=self.n_pos_,
-                             n_neg=self.n_neg_, metrics=metrics, options=dict(options or {}), **kw)
+                             n_neg=self.n_neg_, metrics=metrics, options=dict(options or {}), **bound, **kw)
 
 
 def _round_metrics(d: Mapping[str, Any]) -> Dict[str, Any]:

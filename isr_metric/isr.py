@@ -301,6 +301,19 @@ def _join_by_judge(verdicts: Sequence[Verdict]) -> List[Verdict]:
     return [Verdict.concat(vs) for vs in groups.values()]
 
 
+def _judge_all(judges: Sequence[Any], samples: Sequence[EditSample]) -> List[Verdict]:
+    """Verdicts of every judge on ``samples``, scored together: judges of one scorer identity
+    (``mllm`` and ``mllm-degraded``) share their requests."""
+    from .judges.base import Judge
+    from .scoring import score_samples
+
+    scorable = [j for j in judges if isinstance(j, Judge)]
+    for j in scorable:
+        j.check_ready()
+    results = dict(zip(map(id, scorable), score_samples(scorable, samples))) if scorable else {}
+    return [j.decide_scores(samples, results[id(j)]) if id(j) in results else j(samples) for j in judges]
+
+
 class ISR:
     """Stateful ISR over batches.
 
@@ -398,7 +411,7 @@ class ISR:
                 key = s.resolved_key()
                 self._info[key] = {"cluster": s.resolved_cluster(), "method": s.method,
                                    "prompt": s.prompt, "meta": dict(s.meta)}
-            new = [j(samples) for j in self.semantic + self.perceptual]
+            new = _judge_all(self.semantic + self.perceptual, samples)
         else:
             new = list(verdicts)
             keys = _key_order(new)

@@ -568,6 +568,10 @@ class ThresholdCard:
     ``value``; ``"above"``: when above. ``metrics`` holds held-out agreement (auc,
     balanced_accuracy, kappa, ... with intervals), ``fitted_on`` describes the labelled data
     (source, fingerprint, synthetic or not).
+
+    A card is bound to the scorer it was fitted with: ``scorer`` is that judge's scorer identity
+    (:mod:`isr_metric.identity`), ``scorer_hash`` its hash and ``mode`` its decision mode. A judge
+    refuses a card whose identity or mode differs from its own (``force_card=True`` overrides).
     """
 
     judge: str
@@ -580,6 +584,9 @@ class ThresholdCard:
     n_neg: int = 0
     metrics: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    scorer: Mapping[str, Any] = field(default_factory=dict)
+    scorer_hash: Optional[str] = None
+    mode: Optional[str] = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     package_version: str = field(default_factory=lambda: __import__("isr_metric._version", fromlist=["x"]).__version__)
 
@@ -591,7 +598,7 @@ class ThresholdCard:
         if not isinstance(self.value, (int, float)) or math.isnan(float(self.value)):
             raise ValueError(f"ThresholdCard({self.judge!r}).value must be a finite number, got {self.value!r}")
         object.__setattr__(self, "value", float(self.value))
-        for name in ("fitted_on", "metrics", "options"):
+        for name in ("fitted_on", "metrics", "options", "scorer"):
             object.__setattr__(self, name, _freeze(getattr(self, name)))
 
     def decide(self, score: float) -> bool:
@@ -599,7 +606,8 @@ class ThresholdCard:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self) | {
-            "fitted_on": dict(self.fitted_on), "metrics": dict(self.metrics), "options": dict(self.options)
+            "fitted_on": dict(self.fitted_on), "metrics": dict(self.metrics), "options": dict(self.options),
+            "scorer": dict(self.scorer),
         }
 
     @classmethod

@@ -209,8 +209,8 @@ def test_accelerate_two_processes_match_one(setup, launcher):
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "computing 40 on 2 processes" in p.stdout
-    assert (out / "cache" / "rank0" / "scores-v1.jsonl").is_file()
-    assert (out / "cache" / "rank1" / "scores-v1.jsonl").is_file()  # the second process judged its share
+    assert (out / "cache" / "rank0" / "scores-v2.jsonl").is_file()
+    assert (out / "cache" / "rank1" / "scores-v2.jsonl").is_file()  # the second process judged its share
     assert "model calls on the main process: test:far=0, iqa:piqe=0" in p.stdout
     assert _per_edit(out) == _per_edit(root / "single")
     a = json.loads((out / "bench_report.json").read_text())

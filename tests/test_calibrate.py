@@ -268,9 +268,14 @@ def test_card_provenance_and_round_trip(tmp_path):
     path = tmp_path / "card.json"
     card.to_json(path)
     assert ThresholdCard.from_json(path) == card
-    # the card drives a judge: success exactly where the score is above the fitted threshold
+    # the card is bound to the judge it was fitted with: another scoring function is refused ...
+    assert card.scorer_hash == judge.identity_hash() and card.mode == "absolute"
+    with pytest.raises(ValueError, match="args.fn.code"):
+        create_judge("callable", fn=lambda b: [float(x.prompt) for x in b], kind="perceptual",
+                     higher_is_better=False, card=path)
+    # ... unless forced; the card then drives it: success exactly where the score is above the threshold
     j2 = create_judge("callable", fn=lambda b: [float(x.prompt) for x in b], kind="perceptual",
-                      higher_is_better=False, card=path)
+                      higher_is_better=False, card=path, force_card=True)
     from isr_metric import EditSample
 
     v = j2([EditSample(edited=np.zeros((4, 4, 3), np.uint8), prompt=str(x), key=str(i))

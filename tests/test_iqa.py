@@ -280,7 +280,7 @@ def test_relative_decision_math_both_directions():
 
 
 def test_absolute_verdict_fields_and_card(photos):
-    card = ThresholdCard(judge="iqa:piqe", value=40.0, success_if="above", objective="youden")
+    card = create_judge("iqa:piqe", device="cpu").threshold_card(40.0, objective="youden")
     j = create_judge("iqa:piqe", device="cpu", card=card)
     samples = [EditSample(edited=p, prompt="", key=f"k{i}") for i, p in enumerate(photos[:2])]
     samples.append(EditSample(edited=degrade(photos[0], "blur", 1.0), prompt="", key="blurred"))
@@ -295,6 +295,10 @@ def test_absolute_verdict_fields_and_card(photos):
         create_judge("iqa:entropy", device="cpu")(samples)
     with pytest.raises(ValueError, match="direction"):
         create_judge("iqa:piqe", device="cpu", card=ThresholdCard(judge="x", value=1, success_if="below"))
+    # a PIQE card is refused by BRISQUE, naming both scorers (the issue's silent misuse)
+    with pytest.raises(ValueError, match=r"card for judge 'iqa:piqe' does not fit judge 'offline:brisque'.*"
+                                         r"scorer: card .*PyiqaJudge.*, judge .*OfflineBRISQUE"):
+        create_judge("offline:brisque", card=card)
 
 
 def test_relative_mode_verdict_and_missing_reference(photos):
@@ -376,8 +380,13 @@ def test_ratio_option_and_shipped_card_fallback(photos, tmp_path, monkeypatch):
     import isr_metric.cards as cards
 
     monkeypatch.setattr(cards, "CARDS_DIR", tmp_path)
-    ThresholdCard(judge="iqa:piqe", value=33.0, success_if="above").to_json(tmp_path / "iqa_piqe.json")
+    create_judge("iqa:piqe", device="cpu", threshold=1.0).threshold_card(33.0).to_json(tmp_path / "iqa_piqe.json")
     assert create_judge("iqa:piqe", device="cpu").threshold == 33.0
+    # ... but not for other options (it was fitted without resizing small images): no threshold, and why
+    j = create_judge("iqa:piqe", device="cpu", small="resize")
+    assert j.threshold is None
+    with pytest.raises(ValueError, match="shipped card 'iqa_piqe' was fitted with other options.*small"):
+        j([EditSample(edited=clean, prompt="")])
 
 
 @pytest.mark.parametrize("name", ["iqa:piqe", "offline:brisque", "offline:niqe"])
@@ -392,14 +401,23 @@ def test_offline_judges_default_to_their_shipped_synthetic_card(name):
 
 def test_options_that_change_scores_change_the_cache_key(tmp_path):
     """Two pyiqa judges whose weights or architecture options differ must never share cached scores."""
-    from isr_metric.cache import scorer_config
     from isr_metric.judges.offline_iqa import niqe_params_path
 
     mat = niqe_params_path()
     base = create_judge("iqa:niqe", device="cpu", pretrained_model_path=mat)
     other = create_judge("iqa:niqe", device="cpu", pretrained_model_path=mat, metric_options={"crop_border": 4})
-    assert scorer_config(base) != scorer_config(other)
-    assert scorer_config(base)["pretrained_model_path"] == str(mat)
-    # decision-only options (threshold, margin) keep the key: cached scores are re-decided
-    assert scorer_config(base) == scorer_config(create_judge("iqa:niqe", device="cpu", pretrained_model_path=mat,
-                                                             threshold=5.0))
+    assert base.identity_hash() != other.identity_hash()
+    # the weight file enters by content (machine-independent), not by path
+    copy = tmp_path / "copy.mat"
+    shutil.copy(mat, copy)
+    assert base.scorer_identity()["args"]["pretrained_model_path"] == {"file_sha256": _sha256(mat)}
+    assert create_judge("iqa:niqe", device="cpu", pretrained_model_path=copy).identity_hash() == base.identity_hash()
+    # decision-only options (threshold, margin, mode) keep the key: cached scores are re-decided
+    assert base.identity_hash() == create_judge("iqa:niqe", device="cpu", pretrained_model_path=mat,
+                                                threshold=5.0).identity_hash()
+
+
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()

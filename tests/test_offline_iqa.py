@@ -211,9 +211,9 @@ def test_shipped_card_applies_to_its_own_parameter_set_only():
 
 
 def test_converted_files_are_cached_by_content(tmp_path, monkeypatch):
-    monkeypatch.setenv("ISR_METRIC_CACHE", str(tmp_path))
+    monkeypatch.setenv("ISR_CACHE_DIR", str(tmp_path))  # the one cache folder; parameters go to params/
     a = oi.brisque_params_path()
-    assert a.parent == tmp_path and oi._sha256(oi.PARAMS_DIR / "brisque/allmodel")[:16] in a.name
+    assert a.parent == tmp_path / "params" and oi._sha256(oi.PARAMS_DIR / "brisque/allmodel")[:16] in a.name
     mtime = a.stat().st_mtime_ns
     assert oi.brisque_params_path() == a and a.stat().st_mtime_ns == mtime  # converted once
     sv_coef, sv = torch.load(a, weights_only=False)

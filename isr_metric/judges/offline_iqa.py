@@ -30,9 +30,9 @@ statistics to a multivariate Gaussian fitted on pristine photos, computed by pyi
 
 pyiqa reads its parameters from files (a torch file of ``(sv_coef, sv)`` for BRISQUE, a ``.mat``
 with ``mu_prisparam`` / ``cov_prisparam`` for NIQE); the shipped files are converted once into
-``$ISR_METRIC_CACHE`` (default: ``isr-metric`` in the temp dir) under names that carry the sha256 of
-their source. The scorer identity is the parameter-set *name* (``model_id`` ``"brisque/live"``,
-``"niqe/live"`` ...), never a path, so cards and caches compare across machines.
+``<cache dir>/params`` (``$ISR_CACHE_DIR``, default ``~/.cache/isr-metric``) under names that carry
+the sha256 of their source. The scorer identity holds the parameter-set *name* (``param_set``),
+never a path, so cards and caches compare across machines.
 
 PIQE, the third classical judge, is training-free: use ``iqa:piqe`` (pyiqa), registered offline.
 """
@@ -43,7 +43,6 @@ import importlib.util
 import json
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
@@ -109,7 +108,9 @@ def _package_dir(module: str, pip_name: str) -> Path:
 
 
 def _cache_dir() -> Path:
-    d = Path(os.environ.get("ISR_METRIC_CACHE") or Path(tempfile.gettempdir()) / "isr-metric")
+    from ..cache import default_cache_dir
+
+    d = default_cache_dir() / "params"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -421,7 +422,7 @@ def brisque_params_path(param_set: str = "live") -> Path:
 def niqe_params_path(param_set: str = "live") -> Path:
     """A ``.mat`` file with ``mu_prisparam`` / ``cov_prisparam`` (pyiqa's NIQE format) for a
     parameter set of :data:`NIQE_PARAM_SETS`. Files already in that format are used in place;
-    others are converted once into ``$ISR_METRIC_CACHE`` (default: a folder in the temp dir)."""
+    others are converted once into ``<cache dir>/params`` (``$ISR_CACHE_DIR``)."""
     return _param_set(NIQE_PARAM_SETS, param_set, "offline:niqe").path()
 
 
@@ -490,8 +491,8 @@ def check_pyiqa_brisque_matches_live(model: Any) -> None:
 # ------------------------------------------------------------------------------------------
 
 class _OfflineParamSetJudge(IQAJudge):
-    """Shared by the offline judges: a named parameter set (the scorer identity is
-    ``model_id = "<family>/<param_set>"``) and scoring delegated to that set's scorer."""
+    """Shared by the offline judges: a named parameter set (``param_set``, part of the scorer
+    identity; ``model_id = "<family>/<param_set>"``) and scoring delegated to that set's scorer."""
 
     higher_is_better = False
     offline = True
