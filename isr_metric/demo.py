@@ -23,11 +23,12 @@ the demo falls back to a PIQE relative judge built directly on pyiqa.
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from .imageops import jpeg, write_png
 
 __all__ = ["DEMO_JUDGES", "DEMO_PHOTOS", "EDITS", "ARTIFACTS", "build_demo_set", "demo_judges",
            "piqe_relative_judge"]
@@ -93,11 +94,7 @@ def _artifact(y: np.ndarray, kind: str, strength: float, seed: int) -> np.ndarra
         im = Image.fromarray((y * 255).round().astype(np.uint8)).filter(ImageFilter.GaussianBlur(strength))
         return np.asarray(im, np.float32) / 255.0
     if kind == "jpeg":
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray((y * 255).round().astype(np.uint8)).save(buf, format="JPEG", quality=int(strength))
-        return np.asarray(Image.open(buf).convert("RGB"), np.float32) / 255.0
+        return jpeg(y, int(strength))
     if kind == "stripes":
         h, w = y.shape[:2]
         yy, xx = np.mgrid[0:h, 0:w]
@@ -107,10 +104,7 @@ def _artifact(y: np.ndarray, kind: str, strength: float, seed: int) -> np.ndarra
 
 
 def _save(arr: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype(np.uint8)).save(path)
+    write_png(arr, path)
 
 
 def build_demo_set(out_dir, *, size: int = 160, photos: Sequence[str] = DEMO_PHOTOS, seed: int = 0) -> Path:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 from .cache import ScoreCache
 from .data import ImageLoadError, Manifest, ManifestRow, display_text, load_image, load_manifest
+from .files import atomic_write
 from .isr import ISR
 from .scoring import ScoringRun
 from .types import ISRReport
@@ -305,10 +306,4 @@ def write_outputs(report: ISRReport, out_dir: Union[str, os.PathLike], *, title:
         "failures.csv": failures_csv(report),
         "report.html": render_html(report, title=title, max_thumbnails=max_thumbnails),
     }
-    paths = {}
-    for name, text in texts.items():
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / name)
-        paths[name] = str(out / name)
-    return paths
+    return {name: str(atomic_write(out / name, text)) for name, text in texts.items()}

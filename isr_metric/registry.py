@@ -17,12 +17,13 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from .devices import DeviceError, check_device
+
 __all__ = [
     "JudgeSpec",
     "MissingExtraError",
     "JudgeOptionError",
     "accepted_options",
-    "check_device",
     "load_plugin",
     "register_judge",
     "register_provider",
@@ -98,38 +99,6 @@ def accepted_options(factory: Any) -> Optional[Tuple[Dict[str, bool], bool]]:
     return out, True
 
 
-def check_device(device: Any, *, where: str = "device") -> None:
-    """Raise :class:`JudgeOptionError` when ``device`` names an accelerator this machine lacks."""
-    if device is None:
-        return
-    d = str(device).strip().lower()
-    if d in ("", "cpu", "auto"):
-        return
-    import torch
-
-    if d.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise JudgeOptionError(f"{where}={device!r}: CUDA is not available here (torch {torch.__version__}, "
-                                   f"{'built without CUDA' if torch.version.cuda is None else 'no GPU visible'}); "
-                                   "use cpu, or run on a machine with a GPU")
-        if ":" in d:
-            try:
-                idx = int(d.split(":", 1)[1])
-            except ValueError:
-                raise JudgeOptionError(f"{where}={device!r} is not a device; use cpu, cuda or cuda:<index>") from None
-            if idx >= torch.cuda.device_count():
-                raise JudgeOptionError(f"{where}={device!r}: this machine has {torch.cuda.device_count()} CUDA "
-                                       f"device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
-    elif d.startswith("mps"):
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise JudgeOptionError(f"{where}={device!r}: Apple MPS is not available here; use cpu")
-    else:
-        try:
-            torch.device(d)
-        except (RuntimeError, ValueError):
-            raise JudgeOptionError(f"{where}={device!r} is not a torch device; use cpu, cuda, cuda:1 or mps") from None
-
-
 def _validate_options(name: str, factory: Any, options: Dict[str, Any]) -> None:
     got = accepted_options(factory)
     if got is not None:
@@ -147,7 +116,10 @@ def _validate_options(name: str, factory: Any, options: Dict[str, Any]) -> None:
                     f"judge {name!r} needs the option {k!r} (Python: create_judge({name!r}, {k}=...); "
                     f"CLI: --judge-option {name}:{k}=VALUE)")
     if "device" in options:
-        check_device(options["device"], where=f"judge {name!r} option device")
+        try:
+            check_device(options["device"], where=f"judge {name!r} option device")
+        except DeviceError as e:
+            raise JudgeOptionError(str(e)) from None
 
 
 def load_plugin(spec: str) -> None:

@@ -15,6 +15,8 @@ import math
 import os
 from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
+from .data import load_image
+from .imageops import to_pil
 from .types import ISRReport
 
 __all__ = ["render_html", "fmt_pct", "per_sample_csv", "failures_csv", "thumbnail_data_uri"]
@@ -105,10 +107,7 @@ def thumbnail_data_uri(img: Any, *, size: int = 112) -> Optional[str]:
                     src.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale
                     im = src.convert("RGB")
         if im is None:  # alpha, 16-bit, arrays, tensors: the library's own conversion
-            from .data import load_image
-
-            t = load_image(img, max_pixels=50_000_000)
-            im = Image.fromarray(t.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy())
+            im = to_pil(load_image(img, max_pixels=50_000_000))
         im.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=85)

@@ -18,6 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
+import torch
+
+from ._version import __version__
+from .imageops import image_digest, to_tensor
+
 __all__ = [
     "EditSample",
     "Verdict",
@@ -58,24 +64,12 @@ def _encode_image(img: ImageLike) -> Any:
         return None
     if isinstance(img, (str, Path)):
         return {"path": str(img)}
-    import numpy as np
-
-    try:
-        import torch
-
-        if isinstance(img, torch.Tensor):
-            arr = img.detach().cpu().to(torch.float32).numpy()
-        else:
-            arr = None
-    except ImportError:  # pragma: no cover - torch is a core dependency
-        arr = None
-    if arr is None:
-        if hasattr(img, "mode") and hasattr(img, "size"):  # PIL image
-            from .data import load_image
-
-            arr = load_image(img).numpy()
-        else:
-            arr = np.asarray(img, dtype=np.float32)
+    if isinstance(img, torch.Tensor):
+        arr = img.detach().cpu().to(torch.float32).numpy()
+    elif hasattr(img, "mode") and hasattr(img, "size"):  # PIL image
+        arr = to_tensor(img).numpy()
+    else:
+        arr = np.asarray(img, dtype=np.float32)
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     return {
         "tensor": base64.b64encode(arr.tobytes()).decode("ascii"),
@@ -91,25 +85,8 @@ def _decode_image(obj: Any) -> ImageLike:
         return obj
     if "path" in obj:
         return obj["path"]
-    import numpy as np
-    import torch
-
     arr = np.frombuffer(base64.b64decode(obj["tensor"]), dtype=np.float32).reshape(obj["shape"])
     return torch.from_numpy(arr.copy())
-
-
-def image_fingerprint(img: ImageLike) -> str:
-    """Stable content hash of an image-like value (file bytes for paths, pixel bytes otherwise)."""
-    h = hashlib.sha256()
-    if isinstance(img, (str, Path)):
-        with open(img, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
-    enc = _encode_image(img)
-    h.update(json.dumps(enc["shape"]).encode())
-    h.update(base64.b64decode(enc["tensor"]))
-    return h.hexdigest()
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,7 +131,7 @@ class EditSample:
         if self.key is not None:
             return str(self.key)
         h = hashlib.sha256()
-        h.update(image_fingerprint(self.edited).encode())
+        h.update(image_digest(self.edited).encode())
         h.update(b"\0")
         h.update(self.prompt.encode("utf-8"))
         return h.hexdigest()[:16]
@@ -165,7 +142,7 @@ class EditSample:
         if isinstance(self.source, (str, Path)):
             return str(self.source)
         if self.source is not None:
-            return image_fingerprint(self.source)[:16]
+            return image_digest(self.source)[-16:]
         return self.resolved_key()
 
     def to_dict(self) -> Dict[str, Any]:
@@ -588,7 +565,7 @@ class ThresholdCard:
     scorer_hash: Optional[str] = None
     mode: Optional[str] = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    package_version: str = field(default_factory=lambda: __import__("isr_metric._version", fromlist=["x"]).__version__)
+    package_version: str = __version__
 
     def __post_init__(self) -> None:
         if self.success_if not in SUCCESS_IF:

@@ -1,4 +1,4 @@
-"""Python API: :func:`immunize` and the PNG helpers the CLI uses."""
+"""Python API: :func:`immunize`."""
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +13,7 @@ from .attacks import create_method
 from .attacks.pgd import PGDConfig, levels_in_budget, pgd, unit_to_pm1
 from .editors import Editor, load_editor
 
-__all__ = ["immunize", "save_png", "package_versions"]
+__all__ = ["immunize", "package_versions"]
 
 
 def package_versions() -> Dict[str, Optional[str]]:
@@ -24,30 +24,6 @@ def package_versions() -> Dict[str, Optional[str]]:
         except _md.PackageNotFoundError:
             out[name] = None
     return out
-
-
-def save_png(image: torch.Tensor, path: Union[str, Path], *, text: Optional[Dict[str, str]] = None) -> Path:
-    """Save (3, H, W) float in [0, 1] as a lossless 8-bit RGB PNG (values rounded to k/255).
-
-    The file is written to a temporary name and renamed, so a crash never leaves a half-written
-    PNG under ``path``. ``text`` is stored as PNG text chunks (read back with
-    ``PIL.Image.open(path).text``; ``sifm bench`` keeps its artifact fingerprints there)."""
-    import os
-
-    from PIL import Image, PngImagePlugin
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    info = None
-    if text:
-        info = PngImagePlugin.PngInfo()
-        for k, v in text.items():
-            info.add_text(str(k), str(v))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(arr, mode="RGB").save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
-    return path
 
 
 def _as_list(images: Any) -> Tuple[List[torch.Tensor], bool]:

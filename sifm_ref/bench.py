@@ -39,6 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from isr_metric.files import atomic_write
+from isr_metric.imageops import png_bytes
+
 from .bench_config import STAGES, BenchConfig, ConfigError, EditorSpec, MethodVariant, load_config, slug
 
 __all__ = ["run_bench", "BenchError", "plan_bench", "derive_seed", "fingerprint", "STAGES", "load_config",
@@ -78,13 +81,6 @@ def artifact_fp(path: Path) -> Optional[str]:
             return im.text.get(FP_KEY)  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - a torn or foreign file is simply not done
         return None
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,7 +229,7 @@ def _square(x, size: Optional[int]):
 def prepare(cfg: BenchConfig, out: Path, *, write: bool = True) -> List[Item]:
     """Stage ``prepare``: read the dataset, write ``sources/<key>.png`` (only when the bytes
     change) and ``sources/items.json``; return the items."""
-    from .api import save_png
+    from isr_metric.imageops import write_png
 
     ds, cols = cfg.dataset, cfg.dataset["columns"]
     items: List[Item] = []
@@ -270,11 +266,9 @@ def prepare(cfg: BenchConfig, out: Path, *, write: bool = True) -> List[Item]:
             except Exception as e:  # noqa: BLE001
                 problems.append(f"{where}: {e}")
                 continue
-            buf = io.BytesIO()
-            _save_to(buf, x)
-            data = buf.getvalue()
+            data = png_bytes(x)
             if not png.is_file() or png.read_bytes() != data:
-                save_png(x, png)
+                write_png(x, png)
         if not png.is_file():
             raise BenchError(f"{png} missing: run stage 'prepare' first")
         items.append(Item(key=key, prompt=str(prompt).strip(), edit_prompts=tuple(edits),
@@ -285,15 +279,8 @@ def prepare(cfg: BenchConfig, out: Path, *, write: bool = True) -> List[Item]:
     if not items:
         raise BenchError("the dataset has no usable rows")
     if write:
-        _write_text_atomic(out / "sources" / "items.json", json.dumps([i.to_dict() for i in items], indent=1))
+        atomic_write(out / "sources" / "items.json", json.dumps([i.to_dict() for i in items], indent=1))
     return items
-
-
-def _save_to(fh, x) -> None:
-    from PIL import Image
-
-    arr = (x.float().clamp(0, 1) * 255.0).round().byte().permute(1, 2, 0).numpy()
-    Image.fromarray(arr, mode="RGB").save(fh, format="PNG")
 
 
 def load_items(out: Path) -> List[Item]:
@@ -475,7 +462,9 @@ class Runner:
     def stage_protect(self, plan: Plan) -> None:
         from isr_metric.data import load_image
 
-        from .api import immunize, save_png
+        from isr_metric.imageops import write_png
+
+        from .api import immunize
         from .attacks.pgd import linf
 
         units = sorted(plan.protect, key=lambda u: (u.info["variant"].editor or "", u.key))
@@ -508,8 +497,8 @@ class Runner:
                         meta.update(metas[0], label=v.label, fingerprint=u.fp, surrogate=v.editor,
                                     total_seconds=time.perf_counter() - t0)
                     meta["linf_png"] = float(linf(prot[None].clamp(0, 1), x[None])[0])
-                    _write_text_atomic(u.path.with_suffix(".json"), json.dumps(meta, indent=1, default=str))
-                    save_png(prot, u.path, text={FP_KEY: u.fp})
+                    atomic_write(u.path.with_suffix(".json"), json.dumps(meta, indent=1, default=str))
+                    write_png(prot, u.path, text={FP_KEY: u.fp})
                     ck = u.path.parent / ".checkpoints" / f"{it.key}.pt"
                     if ck.exists():
                         ck.unlink()
@@ -521,7 +510,7 @@ class Runner:
     def stage_transform(self, plan: Plan) -> None:
         from isr_metric.data import load_image
 
-        from .api import save_png
+        from isr_metric.imageops import write_png
 
         todo = self._scan("transform", plan.transform, [[u] for u in plan.transform])
         fns: Dict[str, Any] = {}
@@ -532,7 +521,7 @@ class Runner:
                     if not Path(u.info["input"]).is_file():
                         raise BenchError(f"{u.info['input']} missing: run stage 'protect' first")
                     fn = fns.setdefault(t.label, t.make())
-                    save_png(fn(load_image(u.info["input"])), u.path, text={FP_KEY: u.fp})
+                    write_png(fn(load_image(u.info["input"])), u.path, text={FP_KEY: u.fp})
                 except Exception as e:  # noqa: BLE001
                     self._fail("transform", u.key, e)
                 bar.update(1)
@@ -556,7 +545,7 @@ class Runner:
         import torch
         from isr_metric.data import load_image
 
-        from .api import save_png
+        from isr_metric.imageops import write_png
 
         batches = self._edit_batches(plan.edit)
         todo = self._scan("edit", plan.edit, batches)
@@ -575,7 +564,7 @@ class Runner:
                                     num_inference_steps=steps, **opts)
                     for u, img in zip(whole, y):
                         if u.key in need:
-                            save_png(img, u.path, text={FP_KEY: u.fp})
+                            write_png(img, u.path, text={FP_KEY: u.fp})
                 except Exception as e:  # noqa: BLE001
                     for u in whole:
                         if u.key in need:
@@ -608,7 +597,7 @@ class Runner:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-        _write_text_atomic(path, buf.getvalue())
+        atomic_write(path, buf.getvalue())
         return path
 
     def _judges(self):
@@ -691,7 +680,7 @@ class Runner:
         if "prepare" in stages:
             if self.dist.is_main:
                 prepare(self.cfg, self.out)
-                _write_text_atomic(self.out / "config.resolved.json",
+                atomic_write(self.out / "config.resolved.json",
                                    json.dumps(self.cfg.raw, indent=1, default=str))
             self.dist.barrier()
         items = load_items(self.out)

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from isr_metric.files import atomic_write
 from isr_metric.isr import report_from_samples
 from isr_metric.report import _CSS, _e, _fmt_num, _img_tag, _png, _table, fmt_pct, thumbnail_data_uri
 from isr_metric.stats import mcnemar_exact, paired_difference_interval
@@ -237,8 +238,6 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan, out: Path, *,
                        ) -> Dict[str, str]:
     """Compute the bench tables from the evaluated ``report`` and write ``bench_report.json``,
     ``bench_table.csv``, ``bench_per_edit.csv`` and ``bench_report.html`` into ``out``."""
-    from .bench import _write_text_atomic
-
     conf, n_boot, seed = cfg.report["confidence"], cfg.report["n_boot"], cfg.seed
     legacy = [m["metric"] for m in (report.meta.get("legacy") or {}).get("metrics", [])]
     groups: Dict[Tuple[str, str, str], List[SampleVerdict]] = {}
@@ -313,7 +312,7 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan, out: Path, *,
     out = Path(out)
     paths = {}
     p = out / "bench_report.json"
-    _write_text_atomic(p, json.dumps(summary, indent=1, default=str))
+    atomic_write(p, json.dumps(summary, indent=1, default=str))
     paths["json"] = str(p)
     head = ["method", "base_method", "transform", "editor", "isr", "ci_low", "ci_high", "ci_method", "n", "n_success",
             "n_abstained", "n_failed", "semantic_rate", "degradation_rate"] + [f"legacy:{m}" for m in legacy] + \
@@ -333,14 +332,14 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan, out: Path, *,
             "" if not cp.get("mcnemar") else cp["mcnemar"]["pvalue"],
             *("" if not vis.get(m) or vis[m]["mean"] is None else vis[m]["mean"] for m in ("psnr", "ssim", "lpips", "linf"))])
     p = out / "bench_table.csv"
-    _write_text_atomic(p, _csv(head, rows))
+    atomic_write(p, _csv(head, rows))
     paths["csv"] = str(p)
     eh, er = per_edit_rows(report)
     p = out / "bench_per_edit.csv"
-    _write_text_atomic(p, _csv(eh, er))
+    atomic_write(p, _csv(eh, er))
     paths["per_edit"] = str(p)
     p = out / "bench_report.html"
-    _write_text_atomic(p, _html(cfg, summary, cells, comparisons, visibility, sweeps, _grids(cfg, report, out), legacy))
+    atomic_write(p, _html(cfg, summary, cells, comparisons, visibility, sweeps, _grids(cfg, report, out), legacy))
     paths["html"] = str(p)
     for line in _console_table(cfg, cells, baseline, comp):
         log(line)

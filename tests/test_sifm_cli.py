@@ -10,7 +10,7 @@ import torch
 pytest.importorskip("diffusers")
 
 from isr_metric.data import load_image  # noqa: E402
-from sifm_ref.api import save_png  # noqa: E402
+from isr_metric.imageops import write_png  # noqa: E402
 from sifm_ref.cli import main  # noqa: E402
 from . import tiny_diffusion as td  # noqa: E402
 
@@ -28,7 +28,7 @@ def setup(tmp_path_factory):
     imgs = root / "images"
     g = torch.Generator().manual_seed(0)
     for name in ("cat", "dog"):
-        save_png(torch.rand(3, 32, 32, generator=g), imgs / f"{name}.png")
+        write_png(torch.rand(3, 32, 32, generator=g), imgs / f"{name}.png")
     (root / "prompts.txt").write_text("make it a painting\nadd snow\n")
     (root / "edits.csv").write_text("image,prompt\ncat.png,make it night\ncat.png,add a hat\ndog,turn it blue\n")
     return root, model

@@ -12,7 +12,7 @@ pytest.importorskip("diffusers")
 
 from isr_metric.data import load_image  # noqa: E402
 from sifm_ref import immunize  # noqa: E402
-from sifm_ref.api import save_png  # noqa: E402
+from isr_metric.imageops import write_png  # noqa: E402
 from sifm_ref.attacks import create_method, list_methods  # noqa: E402
 from sifm_ref.attacks.pgd import PGDConfig, linf, pgd  # noqa: E402
 from . import tiny_diffusion as td  # noqa: E402
@@ -34,7 +34,7 @@ _photo = td.photo8
 def _check_budget(x, prot, tmp_path, name, eps=EPS):
     assert (prot >= 0).all() and (prot <= 1).all()
     assert float(linf(prot, x).max()) <= eps + 1e-6
-    back = load_image(save_png(prot[0], tmp_path / f"{name}.png"))[None]
+    back = load_image(write_png(prot[0], tmp_path / f"{name}.png"))[None]
     assert torch.equal(back, prot)  # on the 8-bit grid: the PNG holds exactly what PGD returned
     assert (back >= 0).all() and (back <= 1).all()
 

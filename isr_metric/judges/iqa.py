@@ -32,6 +32,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..devices import resolve_device
 from ..scoring import Abstain, ImageRef, SampleInputs, SampleProblem, SampleScores, ScoreRequest
 from ..types import ThresholdCard, Verdict
 from .base import Judge, card_mismatches
@@ -492,12 +493,6 @@ def _pyiqa_weights(weights_dir: Optional[str], allow_download: bool, metric: str
         du.DEFAULT_CACHE_DIR, du.download_url_to_file = saved_dir, saved_dl
 
 
-def _default_device(device: Optional[Union[str, torch.device]]) -> str:
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
-
-
 class PyiqaJudge(IQAJudge):
     """``iqa:<metric>``: a pyiqa no-reference metric as a perceptual judge.
 
@@ -536,7 +531,7 @@ class PyiqaJudge(IQAJudge):
         self.min_size = _PYIQA_MIN_SIZE.get(metric, 1)
         self.default_margin = _PYIQA_DEFAULT_MARGIN.get(metric)
         super().__init__(**options)
-        self.device = _default_device(device)
+        self.device = str(resolve_device(device))
         opts = dict(metric_options or {})
         if pretrained_model_path is not None:
             p = Path(pretrained_model_path)

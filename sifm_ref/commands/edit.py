@@ -53,7 +53,7 @@ def _method_of(protected_dir: Path, stem: str, fallback: str) -> str:
 def run(args) -> int:
     from isr_metric.data import load_image
 
-    from ..api import save_png
+    from isr_metric.imageops import write_png
 
     try:
         files = list_images(args.images)
@@ -105,7 +105,7 @@ def run(args) -> int:
                         if not paths[which].exists():
                             y = editor.edit(img[None], [prompt], [seed], num_inference_steps=args.num_inference_steps,
                                             **extra)
-                            save_png(y[0], paths[which])
+                            write_png(y[0], paths[which])
                 except Exception as e:  # record and go on
                     failures.append({"key": key, "error": f"{type(e).__name__}: {e}"})
                     print(f"error: {key}: {type(e).__name__}: {e}", file=sys.stderr)

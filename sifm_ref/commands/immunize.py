@@ -47,7 +47,9 @@ def run(args) -> int:
 
     from tqdm.auto import tqdm
 
-    from ..api import immunize, save_png
+    from isr_metric.imageops import write_png
+
+    from ..api import immunize
     from ..attacks import get_method
     from ..attacks.pgd import linf
 
@@ -88,7 +90,7 @@ def run(args) -> int:
                                    checkpoint_dir=out / ".checkpoints" if args.checkpoint_every else None,
                                    checkpoint_every=args.checkpoint_every, masks=[masks.get(f.stem)],
                                    callback=progress, **params)
-            save_png(prot[0], png)
+            write_png(prot[0], png)
             meta = metas[0]
             meta["linf_png"] = float(linf(load_image(png)[None], x[None])[0])
             meta.update(source=str(f.resolve()), protected=png.name, total_seconds=time.perf_counter() - t0)
