@@ -620,7 +620,8 @@ class Runner:
 
         from isr_metric.cache import CACHE_FILE, ScoreCache, default_cache_dir
         from isr_metric.data import load_manifest
-        from isr_metric.evaluate import evaluate, write_outputs
+        from isr_metric.evaluate import evaluate
+        from isr_metric.report import write_report
 
         if self.dist.is_main:
             self.write_manifest(plan)
@@ -660,7 +661,7 @@ class Runner:
             self.log(f"[judge] {ev.n_cached_rows}/{n} judged rows came from the cache"
                      + (" (filled by all processes)" if self.dist.world > 1 else "")
                      + f"; model calls on the main process: {calls}")
-            write_outputs(ev.report, self.out / "eval", title=f"{self.cfg.name}: every edit",
+            write_report(ev.report, self.out / "eval", title=f"{self.cfg.name}: every edit",
                           max_thumbnails=self.cfg.report["max_thumbnails"])
             if shared is not None:
                 n_new = ScoreCache(cache_root / "rank0", read_also=sorted(cache_root.glob(f"rank*/{CACHE_FILE}"))

@@ -449,7 +449,7 @@ def _judges(v: _V, d: Any, base: Path) -> Tuple[List[JudgeEntry], Dict[str, Any]
         v.err("judges.abstain", f"must be 'strict' or 'drop', got {settings['abstain']!r}")
     if not (_is_int(settings["batch_size"]) and settings["batch_size"] >= 1):
         v.err("judges.batch_size", f"must be an integer >= 1, got {settings['batch_size']!r}")
-    from isr_metric.isr import parse_rule
+    from isr_metric.rules import parse_rule
 
     for k in ("rule", "semantic_rule", "perceptual_rule"):
         if settings[k] is not None:

@@ -220,14 +220,13 @@ def test_vif_fsim_via_pyiqa_need_no_weights():
 
 def test_agreement_table_counts():
     from isr_metric.legacy import agreement_table
-    from isr_metric.types import SampleVerdict
-    mk = lambda k, psnr, ok: SampleVerdict(k, k, ok, None, ok, {}, meta={"legacy": {"psnr": psnr}})  # noqa: E731
+    from isr_metric.types import LegacyMetricInfo, SampleVerdict
+    mk = lambda k, psnr, ok: SampleVerdict(k, k, ok, None, ok, {}, legacy={"psnr": psnr})  # noqa: E731
     rows = [mk("a", 10.0, True), mk("b", 12.0, False), mk("c", 30.0, True), mk("d", 35.0, False),
             mk("e", 36.0, False), mk("f", None, True), mk("g", 5.0, None)]
-    t = agreement_table(rows, [{"metric": "psnr", "threshold": 20.0, "higher_is_similar": True}])[0]
-    assert (t["n"], t["dissimilar_success"], t["dissimilar_failure"], t["similar_success"],
-            t["similar_failure"]) == (5, 1, 1, 1, 2)
-    assert t["disagreement"] == pytest.approx(2 / 5)
+    t = agreement_table(rows, [LegacyMetricInfo("psnr", 20.0, True)])[0]
+    assert (t.n, t.dissimilar_success, t.dissimilar_failure, t.similar_success, t.similar_failure) == (5, 1, 1, 1, 2)
+    assert t.disagreement == pytest.approx(2 / 5)
 
 
 # ------------------------------------------------------------------------------------------
@@ -316,10 +315,10 @@ def test_broken_rows_are_recorded_and_html_is_escaped(tmp_path, mean_judges, cap
     assert judged["k_rgba"].judges["test:mean"].score == pytest.approx(1.0)
     assert judged["k_16"].judges["test:mean"].score == pytest.approx(0.2, abs=1e-3)
     assert judged["k_latin"].prompt == "caf\ufffd cr\ufffdme"
-    assert any(w["key"] == "k_latin" and "UTF-8" in w["warning"] for w in report.meta["warnings"])
+    assert any(w["key"] == "k_latin" and "UTF-8" in w["warning"] for w in report.run.warnings)
     assert "6 row(s) could not be judged" in printed and "k_trunc" in printed
     # legacy PSNR is there for rows with a same-size reference
-    assert judged["k_ok"].meta["legacy"]["psnr"] == pytest.approx(100.0)
+    assert judged["k_ok"].legacy["psnr"] == pytest.approx(100.0)
     # HTML: no markup from the inputs survives unescaped
     page = (out / "report.html").read_text(encoding="utf-8")
     p = _TagCollector()

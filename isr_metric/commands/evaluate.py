@@ -157,7 +157,7 @@ def build_judges(names: Sequence[str], options: Dict[str, Dict[str, Any]], *, de
 def check_rules(names: Sequence[str], options: Dict[str, Dict[str, Any]], args) -> None:
     """Refuse an impossible rule (``3-of-2``) before any judge is built: group sizes come from the
     registry's kinds."""
-    from ..isr import parse_rule
+    from ..rules import parse_rule
     from ..registry import get_spec
 
     kinds = [options.get(n, {}).get("kind", get_spec(n).kind) for n in names]
@@ -195,8 +195,9 @@ def run_pipeline(args, manifest, judges, *, title: str) -> Tuple[int, Any]:
     """Shared by evaluate and demo: evaluate, write the reports, print the summary."""
     import torch
 
-    from ..evaluate import DEFAULT_MAX_PIXELS, evaluate, write_outputs
+    from ..evaluate import DEFAULT_MAX_PIXELS, evaluate
     from ..legacy import create_legacy
+    from ..report import write_report
 
     torch.manual_seed(args.seed)
     cache = open_cache(args)
@@ -208,7 +209,7 @@ def run_pipeline(args, manifest, judges, *, title: str) -> Tuple[int, Any]:
                   batch_size=args.batch_size, legacy=legacy, max_pixels=max_pixels,
                   confidence=args.confidence, n_boot=args.n_boot, seed=args.seed,
                   progress=not args.no_progress)
-    paths = write_outputs(ev.report, args.out, title=title, max_thumbnails=args.max_thumbnails)
+    paths = write_report(ev.report, args.out, title=title, max_thumbnails=args.max_thumbnails)
     r = ev.report
     print(r.summary())
     calls = ", ".join(f"{k}={v}" for k, v in ev.model_calls.items())
