@@ -28,8 +28,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+from PIL import Image, ImageOps
 
 from .imageops import ImageLoadError, check_image_file, to_tensor
+from .types import EditSample
 
 __all__ = ["load_image", "ImageLoadError", "stack_images", "MAX_PIXELS",
            "load_manifest", "Manifest", "ManifestRow", "RowProblem", "ManifestError", "MANIFEST_COLUMNS",
@@ -55,8 +57,6 @@ def load_image(
     """
     label = name or (str(img) if isinstance(img, (str, Path)) else type(img).__name__)
     if isinstance(img, (str, Path)):
-        from PIL import Image, ImageOps
-
         p = check_image_file(img)
         saved = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = None
@@ -105,8 +105,6 @@ def stack_images(images: Sequence[torch.Tensor], *, size: Optional[Tuple[int, in
 
 def image_size(path: Union[str, Path]) -> Tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
-    from PIL import Image
-
     saved = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
     try:
@@ -173,8 +171,6 @@ class ManifestRow:
 
     def to_sample(self, **images: Any):
         """An :class:`~isr_metric.types.EditSample` (images default to the paths)."""
-        from .types import EditSample
-
         meta = dict(self.meta)
         meta.setdefault("row", self.row)
         if self.item is not None:

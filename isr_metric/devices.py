@@ -10,9 +10,10 @@ One helper per question, used by judges, legacy metrics, editors and the command
 """
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
-import torch
+if TYPE_CHECKING:  # torch is imported when a device is resolved (the registry and the CLI stay light)
+    import torch
 
 __all__ = ["resolve_device", "check_device", "DeviceError"]
 
@@ -22,6 +23,8 @@ class DeviceError(ValueError):
 
 
 def _available(kind: str) -> bool:
+    import torch
+
     if kind == "cuda":
         return torch.cuda.is_available()
     if kind == "mps":
@@ -30,10 +33,12 @@ def _available(kind: str) -> bool:
     return False
 
 
-def resolve_device(device: Union[str, torch.device, None] = None, *,
-                   accelerators: Sequence[str] = ("cuda",)) -> torch.device:
+def resolve_device(device: Union[str, "torch.device", None] = None, *,
+                   accelerators: Sequence[str] = ("cuda",)) -> "torch.device":
     """``None`` or ``"auto"`` -> the first of ``accelerators`` available here, else ``cpu``; any other
     value -> ``torch.device(device)``."""
+    import torch
+
     if device is None or str(device) == "auto":
         return torch.device(next((a for a in accelerators if _available(a)), "cpu"))
     return torch.device(device)
@@ -47,6 +52,8 @@ def check_device(device: Any, *, where: str = "device") -> None:
     d = str(device).strip().lower()
     if d in ("", "cpu", "auto"):
         return
+    import torch
+
     if d.startswith("cuda"):
         if not torch.cuda.is_available():
             raise DeviceError(f"{where}={device!r}: CUDA is not available here (torch {torch.__version__}, "

@@ -27,12 +27,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
+from tqdm.auto import tqdm
+
 from .cache import ScoreCache
 from .data import ImageLoadError, Manifest, ManifestRow, display_text, load_image, load_manifest
 from .judges.base import Judge
 from .legacy import LegacyMetric, agreement_table
-from .rules import Composition, GroupWise, join_by_judge, judge_summary, report_from_samples, sample_info, \
-    sample_verdicts
+from .rules import (Composition, GroupWise, join_by_judge, judge_summary, report_from_samples, sample_info,
+                    sample_verdicts)
 from .scoring import SampleScores, ScoringRun
 from .types import CacheStats, EditSample, ISRReport, LegacySummary, RunInfo, Verdict
 
@@ -310,8 +312,6 @@ def evaluate(
     decided: List[DecidedBatch] = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(m.rows), desc="isr evaluate", unit="edit")
     for rows in _chunks(m.rows, batch_size):
         ok, bad = check_rows(rows, needs)

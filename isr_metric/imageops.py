@@ -26,6 +26,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, PngImagePlugin
 
 from .files import atomic_write, file_digest
 
@@ -144,16 +145,12 @@ def to_uint8(img: Union[torch.Tensor, np.ndarray]) -> np.ndarray:
 
 def to_pil(img: Union[torch.Tensor, np.ndarray]):
     """``(3, H, W)`` float in [0, 1] -> RGB PIL image (what processors and open_clip transforms take)."""
-    from PIL import Image
-
     return Image.fromarray(to_uint8(img), mode="RGB")
 
 
 def png_bytes(img: Union[torch.Tensor, np.ndarray], *, text: Optional[Mapping[str, str]] = None) -> bytes:
     """A lossless 8-bit RGB PNG of ``img``; ``text`` is stored as PNG text chunks (read back with
     ``PIL.Image.open(path).text``)."""
-    from PIL import PngImagePlugin
-
     info = None
     if text:
         info = PngImagePlugin.PngInfo()
@@ -230,8 +227,6 @@ def jpeg(images: Union[torch.Tensor, np.ndarray], quality: int) -> Union[torch.T
 
     ``images``: ``(3, H, W)`` or ``(N, 3, H, W)`` float tensor in [0, 1] (same layout, dtype and
     device back), or an ``(H, W, 3)`` float array in [0, 1] (an ``(H, W, 3)`` float32 array back)."""
-    from PIL import Image
-
     def roundtrip(img: Union[torch.Tensor, np.ndarray]) -> np.ndarray:
         buf = io.BytesIO()
         Image.fromarray(to_uint8(img)).save(buf, format="JPEG", quality=int(quality))

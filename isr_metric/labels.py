@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .scoring import score_samples
+from .types import EditSample
+
 __all__ = ["LabelError", "parse_label", "LabelTable", "read_label_table", "write_label_table",
            "row_sample", "score_rows", "parse_judge_options", "IMAGE_COLUMNS"]
 
@@ -190,8 +193,6 @@ def row_sample(row: Mapping[str, Any], key: str, base_dir: Path):
     """An :class:`~isr_metric.types.EditSample` for a table row; paths resolve against
     ``base_dir``. Raises ``ValueError`` with the reason when the row cannot be a sample (no
     ``edited`` path, missing image file, empty prompt)."""
-    from .types import EditSample
-
     paths = {c: _resolve(row.get(c), base_dir) for c in IMAGE_COLUMNS}
     if paths["edited"] is None:
         raise ValueError("no 'edited' image path")
@@ -214,8 +215,6 @@ def score_rows(judge: Any, samples: Sequence[Any], *, cache: Any = None,
     ``(value, None)`` or ``(None, reason)``; ``value`` is the raw score (``verdicts=False``) or
     ``(success, score)`` from the judge's Verdict (``verdicts=True``; abstentions become reasons).
     One bad image costs only its own row."""
-    from .scoring import score_samples
-
     samples = list(samples)
     results = score_samples([judge], samples, cache=cache)[0]
     out: List[Tuple[Optional[Any], Optional[str]]] = []

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 import importlib
 import importlib.util
+import inspect
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .devices import DeviceError, check_device
@@ -51,8 +55,6 @@ def accepted_options(factory: Any) -> Optional[Tuple[Dict[str, bool], bool]]:
     ``**kwargs`` to the next one; a class that forwards them elsewhere names that callable in its
     ``option_sources`` attribute (e.g. the MLLM judges forward client options to ``MLLMClient``).
     """
-    import inspect
-
     def params(fn) -> Optional[Tuple[List[inspect.Parameter], bool]]:
         try:
             sig = inspect.signature(fn)
@@ -126,9 +128,6 @@ def load_plugin(spec: str) -> None:
     """Import a plugin that registers judges: a path to a ``.py`` file or a dotted module name.
     A file is imported as module ``isr_plugins.<file stem>`` (a stable name: scorer identities
     of its judges stay the same from run to run)."""
-    import sys
-    from pathlib import Path
-
     path = Path(spec)
     if spec.endswith(".py") or path.is_file():
         if not path.is_file():
@@ -140,7 +139,6 @@ def load_plugin(spec: str) -> None:
         stem = "".join(c if c.isalnum() or c == "_" else "_" for c in path.stem)
         name = f"isr_plugins.{stem}"
         if name in sys.modules:  # another file with the same stem
-            import hashlib
 
             name += "_" + hashlib.sha256(resolved.encode()).hexdigest()[:8]
         mod_spec = importlib.util.spec_from_file_location(name, resolved)

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import jinja2
+import numpy as np
+from PIL import Image
 
 from .data import load_image
 from .files import atomic_write
@@ -146,8 +148,6 @@ def thumbnail_data_uri(img: Any, *, size: int = 112) -> Optional[str]:
     """A ``data:image/jpeg;base64,...`` thumbnail (longest side ``size``) of a path / array /
     tensor, or None when it cannot be read."""
     try:
-        from PIL import Image
-
         im = None
         if isinstance(img, (str, os.PathLike)):
             with Image.open(img) as src:
@@ -224,8 +224,6 @@ def _plots(report: ISRReport, groups: Mapping[Any, ISRReport]) -> List[Tuple[str
             ax.legend(fontsize=7)
             out.append((f"Raw scores of {name}", figure_data_uri(fig)))
         if report.legacy is not None:
-            import numpy as np
-
             for m in report.legacy.metrics:
                 pairs = [(s.legacy.get(m.metric), s.success) for s in report.per_sample]
                 pairs = [(v, ok) for v, ok in pairs if v is not None and ok is not None]

@@ -36,6 +36,8 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
+from tqdm.auto import tqdm
+
 from .cache import CacheEntry, ScoreCache, request_key
 from .data import load_image
 from .identity import Configurable
@@ -481,8 +483,6 @@ class ScoringRun:
         bar = None
         total = sum(len(v) for v in todo.values())
         if self.progress and total:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=total, desc="scoring", unit="request")
         for si, keys in todo.items():
             scorer = self.scorers[si]

@@ -21,14 +21,17 @@ and refuses it otherwise, naming what differs (``force_card=True`` overrides).
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..cards import load_card
+from ..data import ImageLoadError
 from ..identity import DECISION_OPTIONS, identity_diff
 from ..rules import cut, success_if_for
-from ..scoring import SampleScores, ScoreRequest, Scorer, SampleInputs  # noqa: F401 (re-exported)
+from ..scoring import Abstain, SampleInputs, SampleScores, Scorer, ScoreRequest  # noqa: F401 (re-exported)
 from ..types import EditSample, ThresholdCard, Verdict
 
 __all__ = ["Judge", "CallableJudge", "CardMismatchError", "verdict_from_scores",
@@ -44,7 +47,6 @@ def resolve_card(card: Union[ThresholdCard, str, Path, None]) -> Optional[Thresh
     ``isr_metric/cards``."""
     if card is None or isinstance(card, ThresholdCard):
         return card
-    from ..cards import load_card
 
     return load_card(card)
 
@@ -189,8 +191,6 @@ class Judge(Scorer):
         legacy = getattr(self, "_score_batch", None)
         if legacy is None:
             return super().compute(requests)
-        from ..data import ImageLoadError
-        from ..scoring import Abstain
 
         out: List[Any] = [None] * len(requests)
         ok, samples = [], []
@@ -301,8 +301,6 @@ class Judge(Scorer):
 
 
 def _replace_images(sample: EditSample, images: Mapping[str, Any]) -> EditSample:
-    import dataclasses
-
     return dataclasses.replace(sample, **images) if images else sample
 
 

@@ -60,10 +60,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+from PIL import Image
 
 from ..data import ImageLoadError
-from ..imageops import to_pil
 from ..identity import Configurable
+from ..imageops import to_pil
 from ..scoring import Abstain, SampleInputs, SampleScores, Scored, ScoreRequest
 from .base import Judge
 
@@ -195,8 +196,6 @@ def _retry_after_seconds(value: Optional[str]) -> Optional[float]:
 
 def _png_data(img: torch.Tensor, max_side: Optional[int]) -> Tuple[str, str]:
     """(data URL, sha256 of the PNG bytes) of a ``(3, H, W)`` image in [0, 1]."""
-    from PIL import Image
-
     pil = to_pil(img)
     if max_side and max(pil.size) > max_side:
         pil.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)

@@ -6,11 +6,9 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..errors import InputError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-
-class InputError(ValueError):
-    """A CLI input file/folder is wrong; the message names it and the fix."""
 
 
 def list_images(folder: str) -> List[Path]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import sys
 
 
-def add_parser(sub):
-    p = sub.add_parser("bench", help="run a benchmark from a config: immunize, transform, edit, judge, report",
+def add_parser(sub, help: str):
+    p = sub.add_parser("bench", help=help,
                        description="Run every stage of the benchmark described by CONFIG (YAML or JSON, see "
                                    "docs/bench.md). Finished artifacts are reused, so re-running after a crash "
                                    "continues where it stopped. Under `accelerate launch` the work is sharded "

@@ -15,13 +15,14 @@ import os
 import sys
 from pathlib import Path
 
-from ._io import InputError, add_editor_args, list_images, load_editor_from_args, read_masks, read_prompts
+from ..errors import InputError
+from ._io import add_editor_args, list_images, load_editor_from_args, read_masks, read_prompts
 
 COLUMNS = ("key", "edited", "reference", "source", "prompt", "method", "seed", "cluster")
 
 
-def add_parser(sub):
-    p = sub.add_parser("edit", help="edit clean and protected images; write manifest.csv",
+def add_parser(sub, help: str):
+    p = sub.add_parser("edit", help=help,
                        description="For every source image, every prompt and every seed, edit the clean image and "
                                    "the protected image (same name in --protected) with the same seed. Writes "
                                    "<out>/clean/, <out>/protected/ and <out>/manifest.csv for `isr evaluate`. "

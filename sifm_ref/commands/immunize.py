@@ -7,11 +7,12 @@ import time
 import traceback
 from pathlib import Path
 
-from ._io import InputError, add_editor_args, list_images, load_editor_from_args, parse_params, read_masks, read_prompts
+from ..errors import InputError
+from ._io import add_editor_args, list_images, load_editor_from_args, parse_params, read_masks, read_prompts
 
 
-def add_parser(sub):
-    p = sub.add_parser("immunize", help="protect images with an immunization method",
+def add_parser(sub, help: str):
+    p = sub.add_parser("immunize", help=help,
                        description="Protect every image in --images against --editor with --method. Writes "
                                    "<out>/<name>.png (8-bit, lossless, budget-safe) and <out>/<name>.json. "
                                    "Budgets are in [0, 1] pixel units (0.03 = 7.65/255). Re-running resumes: "

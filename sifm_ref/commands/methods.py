@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 
-def add_parser(sub):
-    return sub.add_parser("methods", help="list immunization methods and editors",
+def add_parser(sub, help: str):
+    return sub.add_parser("methods", help=help,
                           description="List the immunization methods (with their PGD defaults) and the editors.")
 
 
