@@ -240,36 +240,75 @@ def _resolve(root: Path, v: Optional[str]) -> Optional[str]:
     return str(p if p.is_absolute() else root / p)
 
 
-def _records_csv(text: str, delimiter: str) -> Tuple[List[str], List[Tuple[int, Dict[str, Any]]]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+@dataclass(frozen=True)
+class TableRow:
+    """One record of a table: ``index`` (1-based data row of a CSV, line of a JSONL file),
+    ``line`` (the physical line where it ends, for messages), its ``values`` by column, and the
+    fields a CSV row has beyond its header (``extra``)."""
+
+    index: int
+    line: int
+    values: Dict[str, Any]
+    extra: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Table:
+    """A CSV / TSV / JSONL file as records; ``problems`` lists the lines that could not be read
+    (invalid JSON, not an object)."""
+
+    path: str
+    format: str
+    columns: Tuple[str, ...]
+    rows: Tuple[TableRow, ...]
+    problems: Tuple[RowProblem, ...] = ()
+
+
+#: file suffix -> table format
+TABLE_FORMATS = {".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+def read_table(path: Union[str, Path], *, format: Optional[str] = None, strict_utf8: bool = False) -> Table:
+    """The one table reader (manifests, label files, prompt files, bench datasets): CSV / TSV with a
+    header, or JSON lines (one object per line; blank lines and ``#`` comments skipped). A UTF-8 BOM
+    is dropped; bytes that are not UTF-8 survive as lone surrogates (repaired or kept exact by the
+    caller) unless ``strict_utf8`` (then UnicodeDecodeError). Blank CSV rows are skipped.
+    ``format``: ``"csv"``, ``"tsv"`` or ``"jsonl"`` (default: from the suffix)."""
+    p = Path(path)
+    fmt = format or TABLE_FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{p}: unknown table type {p.suffix!r}; use .csv, .tsv or .jsonl")
+    data = p.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    text = data.decode("utf-8", "strict" if strict_utf8 else "surrogateescape")
+    rows: List[TableRow] = []
+    problems: List[RowProblem] = []
+    if fmt == "jsonl":
+        columns: Dict[str, None] = {}
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                problems.append(RowProblem(i, f"line is not valid JSON ({e.msg} at column {e.colno})"))
+                continue
+            if not isinstance(rec, dict):
+                problems.append(RowProblem(i, f"line holds a JSON {type(rec).__name__}, expected an object"))
+                continue
+            columns.update(dict.fromkeys(rec))
+            rows.append(TableRow(i, i, rec))
+        return Table(str(p), fmt, tuple(columns), tuple(rows), tuple(problems))
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
     header = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
-    out = []
     for i, rec in enumerate(reader, start=1):
         if rec is None or all((v is None or str(v).strip() == "") for v in rec.values()):
             continue  # blank line
-        extra = rec.pop(None, None)
-        if extra:
-            rec["_extra_fields"] = extra
-        out.append((i, rec))
-    return header, out
-
-
-def _records_jsonl(text: str, problems: List[RowProblem]) -> List[Tuple[int, Dict[str, Any]]]:
-    out = []
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            problems.append(RowProblem(i, f"line is not valid JSON ({e.msg} at column {e.colno})"))
-            continue
-        if not isinstance(rec, dict):
-            problems.append(RowProblem(i, f"line holds a JSON {type(rec).__name__}, expected an object"))
-            continue
-        out.append((i, rec))
-    return out
+        extra = rec.pop(None, None) or ()
+        rows.append(TableRow(i, reader.line_num, rec, tuple(extra)))
+    return Table(str(p), fmt, tuple(header), tuple(rows), tuple(problems))
 
 
 def _build_rows(records: Sequence[Tuple[int, Dict[str, Any]]], root: Path, problems: List[RowProblem],
@@ -345,8 +384,8 @@ def _folder_records(root: Path, problems: List[RowProblem]) -> List[Tuple[int, D
                             "docs/evaluation.md), or pass a .csv / .jsonl manifest")
     prompts: Dict[str, Dict[str, Any]] = {}
     if (root / "prompts.csv").is_file():
-        _, recs = _records_csv(_read_text(root / "prompts.csv"), ",")
-        for _, rec in recs:
+        for r in read_table(root / "prompts.csv").rows:
+            rec = r.values
             stem = rec.get("key") or rec.get("stem") or rec.get("name")
             if stem:
                 prompts[str(stem).strip()] = rec
@@ -410,20 +449,19 @@ def load_manifest(path: Union[str, Path]) -> Manifest:
         where = "file"
     else:
         root = p.resolve().parent
-        suffix = p.suffix.lower()
-        text = _read_text(p)
-        if suffix in (".jsonl", ".ndjson", ".json"):
-            records = _records_jsonl(text, problems)
-            fmt, where = "jsonl", "line"
-        elif suffix in (".csv", ".tsv", ".txt"):
-            header, records = _records_csv(text, "\t" if suffix == ".tsv" else ",")
+        if p.suffix.lower() not in TABLE_FORMATS:
+            raise ManifestError(f"{p}: unknown manifest type {p.suffix.lower()!r}; use .csv, .tsv, .jsonl or a folder")
+        table = read_table(p)
+        problems = list(table.problems)
+        records = [(r.index, {**r.values, "_extra_fields": list(r.extra)} if r.extra else r.values)
+                   for r in table.rows]
+        fmt, where = ("jsonl", "line") if table.format == "jsonl" else ("csv", "row")
+        if fmt == "csv":
+            header = list(table.columns)
             if "edited" not in header:
                 raise ManifestError(f"{p}: CSV header {header} has no 'edited' column; a manifest needs "
                                     "at least 'edited' and 'prompt' columns")
             if "prompt" not in header:
                 raise ManifestError(f"{p}: CSV header {header} has no 'prompt' column")
-            fmt, where = "csv", "row"
-        else:
-            raise ManifestError(f"{p}: unknown manifest type {suffix!r}; use .csv, .tsv, .jsonl or a folder")
     rows = _build_rows(records, root, problems, where)
     return Manifest(path=str(p), root=str(root), rows=tuple(rows), problems=tuple(problems), format=fmt)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+from isr_metric.data import load_image
 
 from .attacks import create_method
 from .attacks.pgd import PGDConfig, levels_in_budget, pgd, unit_to_pm1
@@ -33,8 +34,6 @@ def _as_list(images: Any) -> Tuple[List[torch.Tensor], bool]:
         if images.ndim == 4:
             return [im.float() for im in images], True
         raise ValueError(f"images tensor must be (N, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
-    from isr_metric.data import load_image
-
     return [load_image(im) for im in images], False
 
 
@@ -42,7 +41,9 @@ def immunize(images: Any, prompts: Union[str, Sequence[str]], *, method: str = "
              editor: Union[str, Editor] = "ip2p", model: Optional[str] = None, eps: Optional[float] = None,
              steps: Optional[int] = None, step_size: Optional[float] = None, random_start: bool = False,
              eot_samples: int = 1, seed: int = 0, step_decay: str = "none",
-             checkpoint_dir: Optional[Union[str, Path]] = None, checkpoint_every: int = 0, quantize: bool = True, masks: Optional[Sequence[Optional[torch.Tensor]]] = None,
+             checkpoint_dir: Optional[Union[str, Path]] = None, checkpoint_every: int = 0,
+             checkpoints: Optional[Sequence[Union[str, Path]]] = None, quantize: bool = True,
+             masks: Optional[Sequence[Optional[torch.Tensor]]] = None,
              keys: Optional[Sequence[str]] = None, editor_kwargs: Optional[Dict[str, Any]] = None,
              callback: Any = None, **params: Any) -> Tuple[Any, List[Dict[str, Any]]]:
     """Protect each image against ``editor`` with ``method``; one PGD run per image.
@@ -57,7 +58,8 @@ def immunize(images: Any, prompts: Union[str, Sequence[str]], *, method: str = "
         random_start, eot_samples, seed, quantize, step_decay: see :class:`~sifm_ref.attacks.pgd.PGDConfig`
             (``quantize``: project in the 8-bit quantised domain; the saved ‖δ‖∞ is ``linf``).
         checkpoint_dir, checkpoint_every: write ``<checkpoint_dir>/<key>.pt`` every k steps; an
-            interrupted call resumes from there.
+            interrupted call resumes from there. ``checkpoints``: one checkpoint file per image
+            instead (``sifm`` names them by the artifact's fingerprint).
         masks: per-image inpainting masks (N, 1, H, W) / None (inpaint editor only).
         keys: per-image ids (file stems); default ``img0000``...
         callback: ``callback(step, losses)`` forwarded to the PGD loop (e.g. a progress bar).
@@ -78,13 +80,15 @@ def immunize(images: Any, prompts: Union[str, Sequence[str]], *, method: str = "
     m = create_method(method, ed, **params)
     defaults = m.pgd_defaults
     out, metas = [], []
+    ckpts = [Path(c) for c in checkpoints] if checkpoints is not None else \
+        [Path(checkpoint_dir) / f"{k}.pt" if checkpoint_dir else None for k in keys]
     for i, (x, prompt, key) in enumerate(zip(imgs, prompts, keys)):
         cfg = PGDConfig(eps=defaults.get("eps", 0.03) if eps is None else float(eps),
                         steps=defaults.get("steps", 100) if steps is None else int(steps),
                         step_size=defaults.get("step_size") if step_size is None else float(step_size),
                         random_start=bool(random_start), eot_samples=int(eot_samples), seed=int(seed),
-                        checkpoint_every=int(checkpoint_every) if checkpoint_dir else 0,
-                        checkpoint_path=str(Path(checkpoint_dir) / f"{key}.pt") if checkpoint_dir else None,
+                        checkpoint_every=int(checkpoint_every) if ckpts[i] is not None else 0,
+                        checkpoint_path=str(ckpts[i]) if ckpts[i] is not None else None,
                         quantize=quantize, step_decay=step_decay)
         extra = {}
         if masks is not None and masks[i] is not None:
