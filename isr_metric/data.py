@@ -35,7 +35,8 @@ from .types import EditSample
 
 __all__ = ["load_image", "ImageLoadError", "stack_images", "MAX_PIXELS",
            "load_manifest", "Manifest", "ManifestRow", "RowProblem", "ManifestError", "MANIFEST_COLUMNS",
-           "IMAGE_SUFFIXES", "image_size"]
+           "IMAGE_SUFFIXES", "image_size", "manifest_from_records", "read_table", "Table", "TableRow",
+           "display_text"]
 
 #: Images with more pixels than this are refused by default (decompression-bomb guard);
 #: pass ``max_pixels=None`` to lift it.
@@ -424,6 +425,17 @@ def _folder_records(root: Path, problems: List[RowProblem]) -> List[Tuple[int, D
                     rec[role] = str(hit)
         out.append((n, rec))
     return out
+
+
+def manifest_from_records(records: Sequence[Mapping[str, Any]], *, root: Union[str, Path],
+                          path: Union[str, Path, None] = None) -> Manifest:
+    """A :class:`Manifest` from in-memory rows (dicts with the manifest columns, values as a CSV
+    would hold them), built exactly as :func:`load_manifest` builds the rows of a file; relative
+    paths resolve against ``root``. Rows are numbered from 1 as in a CSV."""
+    problems: List[RowProblem] = []
+    rows = _build_rows([(i, dict(r)) for i, r in enumerate(records, start=1)], Path(root), problems, "row")
+    return Manifest(path=str(path if path is not None else root), root=str(root), rows=tuple(rows),
+                    problems=tuple(problems), format="csv")
 
 
 def load_manifest(path: Union[str, Path]) -> Manifest:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
@@ -29,11 +30,18 @@ from isr_metric.files import atomic_write
 from isr_metric.imageops import write_png
 from PIL import Image
 
-__all__ = ["Artifact", "fingerprint", "derive_seed", "editor_identity", "stored_inputs", "FP_KEY", "INPUTS_KEY"]
+__all__ = ["Artifact", "fingerprint", "derive_seed", "editor_identity", "stored_inputs", "slug", "FP_KEY",
+           "INPUTS_KEY"]
 
 #: PNG text chunk holding an artifact's fingerprint, and the one holding its inputs (JSON)
 FP_KEY = "sifm_fp"
 INPUTS_KEY = "sifm_inputs"
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of a label (``sifm[eps=0.01]`` stays, ``/`` -> ``_``)."""
+    s = re.sub(r"[^A-Za-z0-9._=,\[\]+-]", "_", str(text))
+    return s.strip(".") or "_"
 
 
 def _canonical(obj: Any) -> str:

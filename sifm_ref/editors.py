@@ -47,8 +47,9 @@ import torch
 from isr_metric.devices import resolve_device
 from isr_metric.registry import MissingExtraError
 
-from .errors import EditorLoadError
 from ._lookup import resolve
+from .errors import EditorLoadError
+from .features import first_tensor
 from .process import ForwardProcess, UnsupportedSchedulerError, process_for
 
 __all__ = [
@@ -315,8 +316,6 @@ class Editor:
     @staticmethod
     def feature_output(output: Any) -> torch.Tensor:
         """The tensor a feature tap keeps from a denoiser block's output (UNet: hidden states)."""
-        from .features import first_tensor
-
         return first_tensor(output)
 
     def default_feature_layers(self) -> Tuple[str, ...]:

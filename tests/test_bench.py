@@ -21,7 +21,7 @@ yaml = pytest.importorskip("yaml")
 
 from isr_metric.imageops import write_png  # noqa: E402
 from sifm_ref.bench import run_bench  # noqa: E402
-from sifm_ref.bench_config import ConfigError, load_config  # noqa: E402
+from sifm_ref.bench import ConfigError, load_config  # noqa: E402
 
 from .tiny_diffusion import build_tiny_pipeline  # noqa: E402
 from .tiny_diffusion import single_thread as _one_thread  # noqa: E402

@@ -271,7 +271,7 @@ def test_shipped_ablation_configs_are_valid(tmp_path, name):
     """The paper's ablation (divergence only, norm only, both with lambda in {0.001, 0.01, 0.1, 1})
     with the per-step gradient shares logged."""
     yaml = pytest.importorskip("yaml")
-    from sifm_ref.bench_config import load_config
+    from sifm_ref.bench import load_config
 
     raw = yaml.safe_load((Path(td.__file__).resolve().parents[1] / "sifm_ref" / "configs" / name).read_text())
     (tmp_path / "images.csv").write_text("image,prompt,edit_prompts\nx.png,a cat,make it night\n")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from ..bench import BenchError, ConfigError, run_bench
+
 
 def add_parser(sub, help: str):
     p = sub.add_parser("bench", help=help,
@@ -21,8 +23,6 @@ def add_parser(sub, help: str):
 
 
 def run(args) -> int:
-    from ..bench import BenchError, ConfigError, run_bench
-
     stages = [s.strip() for v in args.only_stage for s in v.split(",") if s.strip()] or None
     try:
         res = run_bench(args.config, out=args.out, stages=stages, dry_run=args.dry_run,

@@ -14,9 +14,10 @@ import traceback
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from tqdm.auto import tqdm
+
 from isr_metric.data import load_image
 from isr_metric.files import file_digest
-from tqdm.auto import tqdm
 
 from ..api import immunize
 from ..artifacts import Artifact, editor_identity

@@ -1,6 +1,9 @@
 """``sifm methods`` / editors listing."""
 from __future__ import annotations
 
+from ..attacks import METHODS, get_method
+from ..editors import EDITORS, get_editor_class
+
 
 def add_parser(sub, help: str):
     return sub.add_parser("methods", help=help,
@@ -8,9 +11,6 @@ def add_parser(sub, help: str):
 
 
 def run(args) -> int:
-    from ..attacks import METHODS, get_method
-    from ..editors import EDITORS, get_editor_class
-
     print("methods:")
     for name in METHODS:
         cls = get_method(name)

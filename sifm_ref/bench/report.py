@@ -18,20 +18,14 @@ from isr_metric.rules import report_from_samples
 from isr_metric.stats import mcnemar_exact, paired_difference_interval
 from isr_metric.types import EditSample, ISRReport, SampleVerdict
 
-from .bench_config import BenchConfig, slug
+from ..artifacts import slug
+from .config import BenchConfig
+from .plan import EditCell, Plan
 
-__all__ = ["write_bench_report", "cell_key", "PER_EDIT_COLUMNS"]
+__all__ = ["write_bench_report", "PER_EDIT_COLUMNS", "per_edit_table"]
 
 PER_EDIT_COLUMNS = ("key", "method", "base_method", "transform", "editor", "image", "prompt_index", "seed",
                     "prompt", "success", "abstained", "semantic", "perceptual")
-
-
-def cell_key(s: SampleVerdict) -> Tuple[str, str, str]:
-    return (str(s.method), str(s.meta.get("transform")), str(s.meta.get("editor")))
-
-
-def _item(s: SampleVerdict) -> str:
-    return f"{s.meta.get('image')}__p{s.meta.get('prompt_index')}__s{s.seed}"
 
 
 def _nan(x: Optional[float]) -> Optional[float]:
@@ -173,7 +167,7 @@ def _sweep_plot(sw: Mapping[str, Any]) -> Optional[str]:
     return figure_data_uri(fig)
 
 
-def _grids(cfg: BenchConfig, report: ISRReport, out: Path) -> List[Dict[str, Any]]:
+def _grids(cfg: BenchConfig, report: ISRReport, cells: Mapping[str, EditCell]) -> List[Dict[str, Any]]:
     """Per method x transform: source / protected / clean edit / protected edit for the first
     ``report.grid_images`` images (first editor, first prompt, first seed)."""
     n = cfg.report["grid_images"]
@@ -184,12 +178,12 @@ def _grids(cfg: BenchConfig, report: ISRReport, out: Path) -> List[Dict[str, Any
     for v in cfg.methods:
         for t in cfg.transforms:
             rows = []
-            for s in [s for s in report.per_sample if cell_key(s) == (v.label, t.label, e0)
-                      and str(s.meta.get("prompt_index")) == "0" and str(s.seed) == str(s0)][:n]:
-                paths = [s.source, os.path.join(str(out), str(s.meta.get("protected", ""))), s.reference, s.edited]
+            for s in [s for s in report.per_sample if s.key in cells and cells[s.key].cell == (v.label, t.label, e0)
+                      and cells[s.key].j == 0 and cells[s.key].seed == s0][:n]:
+                paths = [s.source, str(cells[s.key].protected), s.reference, s.edited]
                 roles = ("source", "protected", "clean edit", "protected edit")
                 verdict = "abstained" if s.success is None else ("success" if s.success else "failure")
-                rows.append({"image": s.meta.get("image"), "prompt": s.prompt, "verdict": verdict,
+                rows.append({"image": cells[s.key].item.key, "prompt": s.prompt, "verdict": verdict,
                              "thumbs": [(role, thumbnail_data_uri(p, size=96) if p and os.path.isfile(p) else None)
                                         for p, role in zip(paths, roles)]})
             if rows:
@@ -199,16 +193,18 @@ def _grids(cfg: BenchConfig, report: ISRReport, out: Path) -> List[Dict[str, Any
     return grids
 
 
-def write_bench_report(cfg: BenchConfig, report: ISRReport, plan, out: Path, *,
+def write_bench_report(cfg: BenchConfig, report: ISRReport, plan: Plan, out: Path, *,
                        counts: Optional[Mapping[str, Any]] = None, log: Callable[[str], None] = print
                        ) -> Dict[str, str]:
     """Compute the bench tables from the evaluated ``report`` and write ``bench_report.json``,
     ``bench_table.csv``, ``bench_per_edit.csv`` and ``bench_report.html`` into ``out``."""
     conf, n_boot, seed = cfg.report["confidence"], cfg.report["n_boot"], cfg.seed
     legacy = list(report.legacy_names())
+    edit_cells = plan.cells()
     groups: Dict[Tuple[str, str, str], List[SampleVerdict]] = {}
     for s in report.per_sample:
-        groups.setdefault(cell_key(s), []).append(s)
+        if s.key in edit_cells:
+            groups.setdefault(edit_cells[s.key].cell, []).append(s)
     cells: Dict[Tuple[str, str, str], Dict[str, Any]] = {}
     for v in cfg.methods:
         for t in cfg.transforms:
@@ -239,12 +235,13 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan, out: Path, *,
     if baseline is not None:
         for t in cfg.transforms:
             for e in cfg.editors:
-                base = {_item(s): s for s in groups.get((baseline, t.label, e.label), []) if s.success is not None}
+                base = {edit_cells[s.key].pair: s for s in groups.get((baseline, t.label, e.label), [])
+                        if s.success is not None}
                 for v in cfg.methods:
                     if v.label == baseline:
                         continue
-                    pairs = [(s, base[_item(s)]) for s in groups.get((v.label, t.label, e.label), [])
-                             if s.success is not None and _item(s) in base]
+                    pairs = [(s, base[edit_cells[s.key].pair]) for s in groups.get((v.label, t.label, e.label), [])
+                             if s.success is not None and edit_cells[s.key].pair in base]
                     a = [bool(p[0].success) for p in pairs]
                     b = [bool(p[1].success) for p in pairs]
                     mc = mcnemar_exact(a, b) if pairs else None
@@ -303,7 +300,7 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan, out: Path, *,
     atomic_write(p, csv_text(*per_edit_table(report)))
     paths["per_edit"] = str(p)
     p = out / "bench_report.html"
-    atomic_write(p, _html(cfg, summary, cells, comparisons, visibility, sweeps, _grids(cfg, report, out), legacy))
+    atomic_write(p, _html(cfg, summary, cells, comparisons, visibility, sweeps, _grids(cfg, report, edit_cells), legacy))
     paths["html"] = str(p)
     for line in _console_table(cfg, cells, baseline, comp):
         log(line)
