@@ -36,39 +36,6 @@ from typing import Any, List
 ROOT = Path(__file__).resolve().parents[1]
 VOLATILE = {"created", "seconds", "total_seconds", "package_version", "versions"}
 
-PLUGIN = '''
-from isr_metric.data import load_image
-from isr_metric.judges.base import CallableJudge
-from isr_metric.registry import register_judge
-
-
-def _far(samples):
-    return [float((load_image(s.edited) - load_image(s.reference)).abs().mean()) for s in samples]
-
-
-def make(**kw):
-    kw.setdefault("threshold", 0.013)
-    return CallableJudge(_far, kind="semantic", higher_is_better=False, name="test:far", **kw)
-
-
-register_judge("test:far", make, kind="semantic", higher_is_better=False, replace=True)
-'''
-
-BENCH = {
-    "name": "tiny", "out": "out", "seed": 3, "device": "cpu",
-    "dataset": {"manifest": "images.csv"},
-    "editors": [{"name": "ip2p", "model": "model", "options": {"num_inference_steps": 2}}],
-    "methods": ["none", {"name": "sifm", "params": {"eps": 0.06, "steps": 2}}],
-    "seeds": [0, 1],
-    "transforms": ["none", "jpeg:75"],
-    "judges": {"plugins": ["plugin.py"], "semantic": ["test:far"],
-               "perceptual": [{"name": "iqa:piqe", "options": {"mode": "relative_reference", "margin": 5}}],
-               "legacy": ["psnr", "ssim"]},
-    "report": {"n_boot": 200, "grid_images": 2},
-    "checkpoint_every": 1,
-}
-
-
 def export(rev: str, dest: Path) -> Path:
     data = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
@@ -80,8 +47,9 @@ def build_inputs(work: Path) -> Path:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from tests.tiny_diffusion import build_tiny_pipeline
     from PIL import Image
+    from tests.test_bench import PLUGIN, _config  # the bench of the tests: same judges, same config
+    from tests.tiny_diffusion import build_tiny_pipeline
 
     inp = work / "inputs"
     build_tiny_pipeline("ip2p", inp / "model")
@@ -93,7 +61,7 @@ def build_inputs(work: Path) -> Path:
     (inp / "images.csv").write_text("image,prompt,edit_prompts\nimages/cat.png,a cat,make it night|add a hat\n"
                                     "images/dog.png,a dog,turn it blue|add snow\n")
     (inp / "plugin.py").write_text(PLUGIN)
-    (inp / "bench.json").write_text(json.dumps(BENCH))
+    (inp / "bench.json").write_text(json.dumps(_config(inp)))
     return inp
 
 

@@ -266,6 +266,14 @@ def _pad(sv: np.ndarray, dim: int) -> np.ndarray:
     return np.pad(sv, [(0, 0), (0, dim - sv.shape[1])])
 
 
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Reads pickles of plain data (dicts, lists, numbers, strings): a pickle that names any class
+    or function is refused, so reading a parameter file never runs code."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: this file must hold plain data only")
+
+
 @dataclass(frozen=True)
 class BrisqueSVR:
     """An RBF epsilon-SVR and its feature scaling, as numpy arrays.
@@ -288,7 +296,7 @@ class BrisqueSVR:
         holding ``{"min_": [...], "max_": [...]}`` (the ``brisque`` package's format)."""
         header, coef, sv = read_libsvm_model(model_txt)
         with open(scale_pickle, "rb") as fh:
-            sc = pickle.load(fh)
+            sc = _DataOnlyUnpickler(fh).load()
         lo = np.array([float(np.ravel(v)[0]) for v in sc["min_"]], dtype=np.float64)
         hi = np.array([float(np.ravel(v)[0]) for v in sc["max_"]], dtype=np.float64)
         return cls(_pad(sv, len(lo)), coef, float(header["gamma"]), float(header["rho"].split()[0]), lo, hi,
