@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from .judges.base import Judge
 from .registry import create_judge
-from .rules import (GroupWise, RuleLike, join_by_judge, judge_summary, key_order, report_from_samples,
+from .rules import (Composition, GroupWise, RuleLike, join_by_judge, judge_summary, key_order, report_from_samples,
                     sample_info, sample_verdicts)
 from .scoring import score_samples
 from .types import EditSample, ISRReport, Verdict
@@ -94,7 +94,9 @@ class ISR:
         report = metric.compute()     # ISRReport with interval and per-sample verdicts
 
     Judges may be judge objects, registry names (created with default options) or
-    ``(name, options)`` pairs. ``update`` also accepts precomputed verdicts::
+    ``(name, options)`` pairs. ``rule`` / ``semantic_rule`` / ``perceptual_rule`` / ``abstain``
+    configure the group-wise composition (:class:`~isr_metric.rules.GroupWise`); ``composition=``
+    gives another :class:`~isr_metric.rules.Composition` instead. ``update`` also accepts precomputed verdicts::
 
         metric = ISR(rule="all")
         metric.update(verdicts=[v_gemini_flash, v_gemini_pro], clusters={...})
@@ -109,6 +111,7 @@ class ISR:
         semantic_rule: Optional[RuleLike] = None,
         perceptual_rule: Optional[RuleLike] = None,
         abstain: str = "strict",
+        composition: Optional[Composition] = None,
         confidence: float = 0.95,
         ci_method: str = "auto",
         n_boot: int = 2000,
@@ -120,23 +123,24 @@ class ISR:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"two judges share the name(s) {dup}; give each a distinct name= option")
-        self.composition = GroupWise(semantic_rule if semantic_rule is not None else rule,
-                                     perceptual_rule if perceptual_rule is not None else rule, abstain)
+        self.composition = composition if composition is not None else GroupWise(
+            semantic_rule if semantic_rule is not None else rule,
+            perceptual_rule if perceptual_rule is not None else rule, abstain)
         self.composition.validate(len(self.semantic), len(self.perceptual))  # now, not after an hour of judging
         self.confidence, self.ci_method, self.n_boot, self.seed = confidence, ci_method, n_boot, seed
         self.reset()
 
     @property
-    def semantic_rule(self) -> RuleLike:
-        return self.composition.semantic_rule
+    def semantic_rule(self) -> Optional[RuleLike]:
+        return getattr(self.composition, "semantic_rule", None)
 
     @property
-    def perceptual_rule(self) -> RuleLike:
-        return self.composition.perceptual_rule
+    def perceptual_rule(self) -> Optional[RuleLike]:
+        return getattr(self.composition, "perceptual_rule", None)
 
     @property
-    def abstain(self) -> str:
-        return self.composition.abstain
+    def abstain(self) -> Optional[str]:
+        return getattr(self.composition, "abstain", None)
 
     @staticmethod
     def _make(j: Any, kind: str):
