@@ -152,6 +152,10 @@ def evaluate(
             raise TypeError(f"evaluate() needs Judge objects (create_judge(...)), got {type(j).__name__}; wrap a "
                             "function with create_judge('callable', fn=..., kind=..., higher_is_better=...)")
         j.check_ready()  # no threshold, ...: fail before any image is scored
+        if j.kind not in ("semantic", "perceptual"):
+            raise ValueError(f"judge {j.name!r} gives one verdict for both questions (kind {j.kind!r}); the "
+                             "semantic/perceptual groups take judges that answer one of them (e.g. mllm and "
+                             "mllm-degraded)")
     judges, legacy = list(judges), list(legacy)
     metric = ISR(semantic=[j for j in judges if j.kind == "semantic"],
                  perceptual=[j for j in judges if j.kind == "perceptual"],

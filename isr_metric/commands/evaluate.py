@@ -233,14 +233,13 @@ def run(args) -> int:
     from ..data import ManifestError, load_manifest
     from ..judges.base import CardMismatchError
     from ..judges.iqa import WeightsUnavailableError
+    from ..registry import check_instance_names
 
     try:
         names = split_names(args.judges)
         if not names:
             raise ValueError("give at least one judge with --judges NAME (see `isr judges`)")
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"--judges lists {', '.join(dup)} twice; give each judge once")
+        check_instance_names(names)
         options = parse_judge_options(args.judge_option, args.card, judges=names)
         check_rules(names, options, args)
         if args.batch_size < 1:
