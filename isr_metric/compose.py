@@ -399,6 +399,11 @@ def format_truth_table(compositions: Mapping[str, Composition], kinds: Mapping[s
 # per-judge rates and agreement
 # ---------------------------------------------------------------------------------------------
 
+def _json_fields(record: Any) -> Dict[str, Any]:
+    """A record's fields for JSON (NaN -> None)."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.__dict__.items()}
+
+
 @dataclass(frozen=True)
 class JudgeRate:
     """One judge's own success rate (its ISR) over the samples it decided, with the interval."""
@@ -415,7 +420,7 @@ class JudgeRate:
     confidence: float
 
     def to_dict(self) -> Dict[str, Any]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.__dict__.items()}
+        return _json_fields(self)
 
 
 def judge_rates(cols: Sequence[JudgeColumn], clusters: Optional[Sequence[Any]] = None, *,
@@ -459,7 +464,7 @@ class Agreement:
     only_b: int
 
     def to_dict(self) -> Dict[str, Any]:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.__dict__.items()}
+        return _json_fields(self)
 
 
 def cohen_kappa(a: Sequence[Outcome], b: Sequence[Outcome], names: Tuple[str, str] = ("a", "b")) -> Agreement:

@@ -17,20 +17,10 @@ from isr_metric.protocols import GEMINI_OPENAI_URL, ProtocolOptionError, parse_p
 from isr_metric.registry import JudgeOptionError, register_judge, split_instance
 from isr_metric.scoring import score_samples
 
-from .mllm_server import FakeOpenAIServer
 from .test_compose import oracle_or, oracle_rule
+from .test_mllm_judge import ENV, KEY, server  # noqa: F401 (the loopback server fixture)
 from .test_scoring import _png
 from .tiny_models import tiny_images
-
-KEY = "sk-protocol-test-4b1d9e77KEY"
-ENV = "ISR_TEST_PROTOCOL_KEY"
-
-
-@pytest.fixture()
-def server(monkeypatch):
-    monkeypatch.setenv(ENV, KEY)
-    with FakeOpenAIServer(KEY) as srv:
-        yield srv
 
 
 def _opts(server, **kw):
