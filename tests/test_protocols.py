@@ -202,3 +202,8 @@ def test_cli_two_named_instances_one_request_per_model_and_edit_and_no_key_anywh
     assert err.startswith("error: --judges lists 'mllm' more than once: two instances of one judge need distinct "
                           "names KIND@LABEL, e.g. --judges mllm@gemini-2.5-pro,mllm@gemini-2.5-flash")
     assert err.count("\n") == 1
+    # a one-verdict judge does not fit the semantic/perceptual groups, and the command says so up front
+    assert main(["evaluate", str(tmp_path / "m.csv"), "--judges", "mllm-any@pro,iqa:piqe",
+                 "--out", str(tmp_path / "o3")]) == 2
+    err = capsys.readouterr().err
+    assert "kind 'either'" in err and "per-judge composition" in err and err.count("\n") == 1

@@ -157,10 +157,12 @@ def build_judges(names: Sequence[str], options: Dict[str, Dict[str, Any]], *, de
 def check_rules(names: Sequence[str], options: Dict[str, Dict[str, Any]], args) -> None:
     """Refuse an impossible rule (``3-of-2``) before any judge is built: group sizes come from the
     registry's kinds."""
+    from ..compose import GroupWise
     from ..isr import parse_rule
     from ..registry import get_spec
 
     kinds = [options.get(n, {}).get("kind", get_spec(n).kind) for n in names]
+    GroupWise().check(dict(zip(names, kinds)))  # judges of kind 'either' need the per-judge composition
     for group, flag, rule in (("semantic", "--semantic-rule", args.semantic_rule or args.rule),
                               ("perceptual", "--perceptual-rule", args.perceptual_rule or args.rule)):
         n = kinds.count(group)
