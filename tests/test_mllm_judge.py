@@ -204,10 +204,16 @@ def test_two_models_agree_rule_all(server, tmp_path):
 
 
 def test_options_and_templates_are_validated(monkeypatch, tmp_path):
-    with pytest.raises(ValueError, match="environment variable"):
+    from isr_metric import protocol
+
+    with pytest.raises(ValueError, match="environment variable") as e1:
         create_judge("mllm", model="m", base_url="http://127.0.0.1:9/v1", api_key=KEY)
-    with pytest.raises(ValueError, match="NAME of an environment variable"):
+    with pytest.raises(ValueError, match="NAME of an environment variable") as e2:
         create_judge("mllm", model="m", base_url="http://127.0.0.1:9/v1", api_key_env=KEY)
+    with pytest.raises(ValueError, match="NAME of an environment variable") as e3:
+        protocol("paper", api_key_env=KEY)
+    for e in (e1, e2, e3):  # the key a user passed by mistake is not echoed back
+        assert KEY not in str(e.value) and KEY not in repr(e.value)
     with pytest.raises(FileNotFoundError, match="v1"):
         create_judge("mllm", model="m", base_url="http://127.0.0.1:9/v1", template="v999")
     with pytest.raises(ValueError, match="concurrency"):
