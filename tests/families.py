@@ -34,7 +34,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 __all__ = [
-    "VLMFamily", "VLM_FAMILIES", "CLIP_FIXTURES", "JUDGE_FIXTURES", "built", "tiny_corpus",
+    "VLMFamily", "VLM_FAMILIES", "REFUSED_FAMILIES", "CLIP_FIXTURES", "JUDGE_FIXTURES", "built", "clip_options",
+    "tiny_corpus",
 ]
 
 QUESTION = "Does this image show {target}? Answer yes or no."
@@ -467,6 +468,119 @@ def build_internvl(folder, *, seed: int = 0) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# CLIP: the default models' real architectures (random weights) and SigLIP
+# ---------------------------------------------------------------------------------------------
+
+OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def build_open_clip_vit_b32(folder, *, seed: int = 0) -> Path:
+    """open_clip ``ViT-B-32`` (the ``clip`` judge's default architecture, 151M parameters) with random
+    weights, saved as the checkpoint file a user downloads (``open_clip_pytorch_model.bin``, a float32
+    state dict); returns the file, passed as ``pretrained=``."""
+    import open_clip
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = open_clip.create_model("ViT-B-32", pretrained=None)
+    path = folder / "open_clip_pytorch_model.bin"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def openai_clip_tokenizer():
+    """The real OpenAI CLIP tokenizer (``CLIPTokenizer``, 49408 tokens) rebuilt from the BPE merges
+    open_clip ships (``bpe_simple_vocab_16e6.txt.gz``: the same merges as openai/clip-vit-*'s
+    vocab.json / merges.txt)."""
+    import gzip
+
+    import open_clip
+    from open_clip.tokenizer import bytes_to_unicode
+    from transformers import CLIPTokenizer
+
+    bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    merges = gzip.open(bpe).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]
+    merges = [tuple(m.split()) for m in merges]
+    vocab = list(bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=merges, model_max_length=77)
+
+
+def build_hf_clip_vit_b32(folder, *, seed: int = 0) -> Path:
+    """transformers ``CLIPModel`` with openai/clip-vit-base-patch32's architecture and config (random
+    weights; text eos_token_id 2 as in that config.json) and its ``CLIPProcessor`` (resize shortest
+    edge 224 bicubic, center crop 224, OpenAI mean/std; the real tokenizer)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    folder = Path(folder)
+    cfg = CLIPConfig(text_config=dict(bos_token_id=0, eos_token_id=2, pad_token_id=1), projection_dim=512)
+    torch.manual_seed(seed)
+    model = CLIPModel(cfg).eval()
+    ip = CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}, resample=3,
+                            do_center_crop=True, image_mean=OPENAI_MEAN, image_std=OPENAI_STD, do_convert_rgb=True)
+    proc = CLIPProcessor(image_processor=ip, tokenizer=openai_clip_tokenizer())
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    return folder
+
+
+def siglip_tokenizer(folder: Path):
+    """``SiglipTokenizer`` (sentencepiece, lower-cased, eos = pad = ``</s>``, 64 tokens) on a small
+    sentencepiece model trained here, laid out like google/siglip-*'s spiece.model (pad 0, eos 1, unk 2)."""
+    import sentencepiece as spm
+    from transformers import SiglipTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    text = folder / "corpus.txt"
+    text.write_text("\n".join(x.lower().strip() for x in tiny_corpus() if x.strip()))
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / "spiece"), vocab_size=60,
+                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+                                   pad_piece="<pad>", eos_piece="</s>", unk_piece="<unk>", minloglevel=2)
+    return SiglipTokenizer(vocab_file=str(folder / "spiece.model"), model_max_length=64)
+
+
+def build_hf_siglip(folder, *, seed: int = 0) -> Path:
+    """A tiny transformers ``SiglipModel`` (text 64 positions, pooled at the last token; vision
+    224/16) with google/siglip-base-patch16-224's ``SiglipProcessor`` pipeline: resize to 224x224
+    (squash, bicubic), mean/std 0.5."""
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    folder = Path(folder)
+    tok = siglip_tokenizer(folder / "_spm")
+    cfg = SiglipConfig(
+        text_config=dict(vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, max_position_embeddings=64, pad_token_id=1, eos_token_id=1,
+                         bos_token_id=None),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                           image_size=224, patch_size=16))
+    torch.manual_seed(seed)
+    model = SiglipModel(cfg).eval()
+    ip = SiglipImageProcessor(size={"height": 224, "width": 224}, resample=3, image_mean=[0.5, 0.5, 0.5],
+                              image_std=[0.5, 0.5, 0.5])
+    proc = SiglipProcessor(image_processor=ip, tokenizer=tok)
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    return folder
+
+
+#: CLIP fixtures: name -> (builder, what to pass to create_judge besides the built path)
+CLIP_FIXTURES: Dict[str, Tuple[str, Callable[..., Path]]] = {
+    "open_clip/ViT-B-32": ("clip", build_open_clip_vit_b32),
+    "transformers/clip-vit-base-patch32": ("clip-hf", build_hf_clip_vit_b32),
+    "transformers/siglip": ("clip-hf", build_hf_siglip),
+}
+
+
+def clip_options(name: str, path: Path) -> Dict[str, object]:
+    """create_judge options for CLIP fixture ``name`` built at ``path``."""
+    if name == "open_clip/ViT-B-32":
+        return {"model": "ViT-B-32", "pretrained": str(path), "device": "cpu"}
+    return {"model": str(path), "device": "cpu"}
+
+
+# ---------------------------------------------------------------------------------------------
 # refused families (the judge must say no, naming them)
 # ---------------------------------------------------------------------------------------------
 
@@ -621,11 +735,29 @@ REFUSED_FAMILIES: Dict[str, Callable[..., Path]] = {"paligemma": build_paligemma
 _BUILT: Dict[Tuple[str, str], Path] = {}
 
 
-def built(name: str, tmp_path_factory, *, refused: bool = False) -> Path:
-    """Build family ``name`` once per test session (under pytest's session temp dir) and return its
-    folder; later calls reuse it."""
-    key = ("refused" if refused else "vlm", name)
+def built(name: str, tmp_path_factory, *, kind: str = "vlm") -> Path:
+    """Build fixture ``name`` (``kind`` = "vlm", "refused" or "clip") once per test session, under
+    pytest's session temp dir, and return its folder or file; later calls reuse it."""
+    key = (kind, name)
     if key not in _BUILT:
-        build = REFUSED_FAMILIES[name] if refused else VLM_FAMILIES[name].build
-        _BUILT[key] = build(tmp_path_factory.mktemp(f"vlm-{name}"))
+        build = {"vlm": lambda n: VLM_FAMILIES[n].build, "refused": REFUSED_FAMILIES.get,
+                 "clip": lambda n: CLIP_FIXTURES[n][1]}[kind](name)
+        _BUILT[key] = build(tmp_path_factory.mktemp(f"{kind}-{name.replace('/', '-')}"))
     return _BUILT[key]
+
+
+def _vlm_entry(name: str) -> Callable[[Path], Tuple[str, Dict[str, object]]]:
+    return lambda folder: ("vqa", {"model": str(VLM_FAMILIES[name].build(folder)), "device": "cpu"})
+
+
+def _clip_entry(name: str) -> Callable[[Path], Tuple[str, Dict[str, object]]]:
+    judge, build = CLIP_FIXTURES[name]
+    return lambda folder: (judge, {**clip_options(name, build(folder)), "threshold": 0.0})
+
+
+#: For the generic every-judge test: fixture name -> ``builder(folder) -> (registry name,
+#: create_judge options)``. One entry per real family; adding a family is one line here.
+JUDGE_FIXTURES: Dict[str, Callable[[Path], Tuple[str, Dict[str, object]]]] = {
+    **{f"clip@{n}": _clip_entry(n) for n in CLIP_FIXTURES},
+    **{f"vqa@{n}": _vlm_entry(n) for n in VLM_FAMILIES},
+}

@@ -164,7 +164,7 @@ def test_p_yes_is_read_at_the_first_generated_position(name, tmp_path_factory):
 
 @pytest.mark.parametrize("name", sorted(REFUSED_FAMILIES))
 def test_a_family_the_judge_cannot_serve_is_refused_by_name(name, tmp_path_factory):
-    folder = built(name, tmp_path_factory, refused=True)
+    folder = built(name, tmp_path_factory, kind="refused")
     expected = {"paligemma": r"'paligemma'.*task prefixes", "trocr": r"'vision-encoder-decoder'.*encoder-decoder"}
     with pytest.raises(ValueError, match=expected[name]):
         create_judge("vqa", model=str(folder), device="cpu")
