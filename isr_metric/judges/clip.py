@@ -31,9 +31,9 @@ so a PNG read from disk is preprocessed exactly as ``preprocess(Image.open(path)
 
 SigLIP (open_clip ``ViT-*-SigLIP*``, transformers ``SiglipModel`` / ``Siglip2Model``) scores with the
 same raw cosine. SigLIP's own match probability is ``sigmoid(exp(logit_scale) * cos + logit_bias)``,
-a monotone function of the cosine, so an absolute threshold can be converted either way; SigLIP text
-is always padded to the model's full length (64 tokens), as it was trained -- padded to the longest
-text of a batch its embedding would depend on the batch.
+a monotone function of the cosine, so an absolute threshold can be converted either way. SigLIP text
+(transformers backend) is always padded to the model's full length (64 tokens), as it was trained --
+padded to the longest text of a batch its embedding would depend on the batch.
 """
 from __future__ import annotations
 
@@ -196,6 +196,12 @@ def _normalise(x: Any) -> torch.Tensor:
     return torch.nn.functional.normalize(x.float(), dim=-1)
 
 
+#: transformers model types whose text embedding depends on padding (bidirectional text tower pooled
+#: at the last position): their text is padded to the full length, as they were trained. CLIP's
+#: causal, end-token-pooled text embedding does not depend on padding, so it is padded to the
+#: longest text (up to 8x less text compute than padding to 77 tokens).
+FULL_LENGTH_TEXT_MODELS = ("siglip", "siglip2")
+
 _TAG_PREPROCESS = (("mean", "image_mean"), ("std", "image_std"), ("interpolation", "image_interpolation"),
                    ("resize_mode", "image_resize_mode"))
 
@@ -313,9 +319,10 @@ class HFClipJudge(ClipJudge):
 
     Images go through the saved processor; every tensor it returns that ``get_image_features``
     accepts is passed (``pixel_values``, and SigLIP 2's ``pixel_attention_mask`` /
-    ``spatial_shapes``). Texts are padded to the text model's full length (``max_position_embeddings``:
-    77 for CLIP, 64 for SigLIP), which changes nothing for CLIP (causal, pooled at the end token) and
-    is what SigLIP was trained with.
+    ``spatial_shapes``). SigLIP text is padded to the text model's full length (64 tokens), as it was
+    trained (:data:`FULL_LENGTH_TEXT_MODELS`); other texts to the longest of the batch, truncated at
+    ``max_position_embeddings`` (77 for CLIP, whose causal, end-token-pooled embedding does not depend
+    on padding).
 
     Args:
         model: hub id (``"openai/clip-vit-base-patch32"``) or a local folder saved with
@@ -341,6 +348,7 @@ class HFClipJudge(ClipJudge):
         self.processor = AutoProcessor.from_pretrained(model, revision=revision)
         cfg = getattr(self.model.config, "text_config", self.model.config)
         self._max_len = getattr(cfg, "max_position_embeddings", None)
+        self._full_length = getattr(self.model.config, "model_type", None) in FULL_LENGTH_TEXT_MODELS
         self._image_args = set(inspect.signature(self.model.get_image_features).parameters)
         self._text_args = set(inspect.signature(self.model.get_text_features).parameters)
         self.model_id = model
@@ -352,9 +360,11 @@ class HFClipJudge(ClipJudge):
         return {k: v for k, v in out.items() if k in self._image_args and isinstance(v, torch.Tensor)}
 
     def tokenize(self, texts: Sequence[str]) -> Dict[str, torch.Tensor]:
-        """Token ids (and the attention mask, if the processor makes one) padded to the full length."""
-        pad = {"padding": "max_length", "max_length": self._max_len} if self._max_len else {"padding": True}
-        out = self.processor(text=list(texts), truncation=True, return_tensors="pt", **pad)
+        """Token ids (and the attention mask, if the processor makes one): padded to the full length for
+        :data:`FULL_LENGTH_TEXT_MODELS`, else to the longest text; truncated at the model's length."""
+        pad = "max_length" if self._full_length and self._max_len else True
+        out = self.processor(text=list(texts), padding=pad, truncation=True, max_length=self._max_len,
+                             return_tensors="pt")
         return {k: v for k, v in out.items() if k in self._text_args and isinstance(v, torch.Tensor)}
 
     @torch.no_grad()
