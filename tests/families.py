@@ -311,43 +311,37 @@ def _qwen_text(tok, mrope: bool = True) -> dict:
                 rope_parameters=rope, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad)
 
 
-def build_qwen2_vl(folder, *, seed: int = 0) -> Path:
-    from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
-                              Qwen2VLProcessor, Qwen2VLVideoProcessor)
+def _build_qwen_vl(folder, seed, config_cls, model_cls, processor_cls, vision_config) -> Path:
+    from transformers import Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     tok = qwen2_tokenizer()
     img, vid, vs, ve = _ids(tok, "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-    cfg = Qwen2VLConfig(
-        text_config=_qwen_text(tok),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=4, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2),
-        image_token_id=img, video_token_id=vid, vision_start_token_id=vs, vision_end_token_id=ve)
+    cfg = config_cls(text_config=_qwen_text(tok), vision_config=vision_config, image_token_id=img,
+                     video_token_id=vid, vision_start_token_id=vs, vision_end_token_id=ve)
     torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(cfg).eval()
+    model = model_cls(cfg).eval()
     # real: patch 14, merge 2, min_pixels 56*56; max_pixels shrunk (a user option) to keep it tiny
-    proc = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
-                            tokenizer=tok, video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN2_VL_TEMPLATE)
+    proc = processor_cls(image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
+                         tokenizer=tok, video_processor=Qwen2VLVideoProcessor(), chat_template=QWEN2_VL_TEMPLATE)
     return _save(folder, model, proc)
+
+
+def build_qwen2_vl(folder, *, seed: int = 0) -> Path:
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+    vision = dict(depth=1, embed_dim=32, hidden_size=32, num_heads=4, patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2)
+    return _build_qwen_vl(folder, seed, Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor, vision)
 
 
 def build_qwen2_5_vl(folder, *, seed: int = 0) -> Path:
-    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
-                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
-    tok = qwen2_tokenizer()
-    img, vid, vs, ve = _ids(tok, "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")
-    cfg = Qwen2_5_VLConfig(
-        text_config=_qwen_text(tok),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32,
-                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
-                           fullatt_block_indexes=[1]),
-        image_token_id=img, video_token_id=vid, vision_start_token_id=vs, vision_end_token_id=ve)
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
-    proc = Qwen2_5_VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
-                               tokenizer=tok, video_processor=Qwen2VLVideoProcessor(),
-                               chat_template=QWEN2_VL_TEMPLATE)
-    return _save(folder, model, proc)
+    # real: window attention with full-attention blocks in between
+    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1])
+    return _build_qwen_vl(folder, seed, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
+                          vision)
 
 
 def build_llava_15(folder, *, seed: int = 0) -> Path:
@@ -735,28 +729,32 @@ REFUSED_FAMILIES: Dict[str, Callable[..., Path]] = {"paligemma": build_paligemma
 _BUILT: Dict[Tuple[str, str], Path] = {}
 
 
-def built(name: str, tmp_path_factory, *, kind: str = "vlm") -> Path:
-    """Build fixture ``name`` (``kind`` = "vlm", "refused" or "clip") once per test session, under
-    pytest's session temp dir, and return its folder or file; later calls reuse it."""
+def built(name: str, where, *, kind: str = "vlm") -> Path:
+    """Fixture ``name`` (``kind`` = "vlm", "refused" or "clip"), built once per process and reused:
+    ``where`` is pytest's ``tmp_path_factory`` (a fresh session temp dir) or a folder to build in
+    the first time. Returns the model folder (or the checkpoint file)."""
     key = (kind, name)
     if key not in _BUILT:
-        build = {"vlm": lambda n: VLM_FAMILIES[n].build, "refused": REFUSED_FAMILIES.get,
+        build = {"vlm": lambda n: VLM_FAMILIES[n].build, "refused": REFUSED_FAMILIES.__getitem__,
                  "clip": lambda n: CLIP_FIXTURES[n][1]}[kind](name)
-        _BUILT[key] = build(tmp_path_factory.mktemp(f"{kind}-{name.replace('/', '-')}"))
+        slug = f"{kind}-{name.replace('/', '-')}"
+        folder = where.mktemp(slug) if hasattr(where, "mktemp") else Path(where) / slug
+        _BUILT[key] = build(folder)
     return _BUILT[key]
 
 
 def _vlm_entry(name: str) -> Callable[[Path], Tuple[str, Dict[str, object]]]:
-    return lambda folder: ("vqa", {"model": str(VLM_FAMILIES[name].build(folder)), "device": "cpu"})
+    return lambda folder: ("vqa", {"model": str(built(name, folder)), "device": "cpu"})
 
 
 def _clip_entry(name: str) -> Callable[[Path], Tuple[str, Dict[str, object]]]:
-    judge, build = CLIP_FIXTURES[name]
-    return lambda folder: (judge, {**clip_options(name, build(folder)), "threshold": 0.0})
+    return lambda folder: (CLIP_FIXTURES[name][0],
+                           {**clip_options(name, built(name, folder, kind="clip")), "threshold": 0.0})
 
 
 #: For the generic every-judge test: fixture name -> ``builder(folder) -> (registry name,
-#: create_judge options)``. One entry per real family; adding a family is one line here.
+#: create_judge options)``. Builds are shared with the family tests (one build per session).
+#: One entry per real family; adding a family is one line in VLM_FAMILIES / CLIP_FIXTURES.
 JUDGE_FIXTURES: Dict[str, Callable[[Path], Tuple[str, Dict[str, object]]]] = {
     **{f"clip@{n}": _clip_entry(n) for n in CLIP_FIXTURES},
     **{f"vqa@{n}": _vlm_entry(n) for n in VLM_FAMILIES},

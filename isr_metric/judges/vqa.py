@@ -141,20 +141,22 @@ class VQAJudge(LocalModelJudge):
         if name:
             self.name = name
         super().__init__(threshold=threshold, card=card, batch_size=batch_size, progress=progress)
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
         self.question = question
         self.system_prompt = system_prompt
         self.device = resolve_device(device)
         self._dtype = resolve_dtype(dtype)
+        # config and processor first: a family the judge cannot serve is refused before any weights load
+        config = AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+        self.family = str(getattr(config, "model_type", type(config).__name__))
+        self.processor = AutoProcessor.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+        tok = self.tokenizer
+        tok.padding_side = "left"  # the answer token is predicted at the last position of every row
+        self._check_servable(model, config)
         self.model = AutoModelForImageTextToText.from_pretrained(
             model, dtype=self._dtype, revision=revision, trust_remote_code=trust_remote_code,
         ).to(self.device).eval()
-        self.processor = AutoProcessor.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
-        self.family = str(getattr(self.model.config, "model_type", type(self.model).__name__))
-        tok = self.tokenizer
-        tok.padding_side = "left"  # the answer token is predicted at the last position of every row
-        self._check_servable(model)
         context = self._render(self.question.format(target="a cat"))  # any target: only the end matters
         self.yes_ids = answer_token_ids(tok, yes_words, context=context)
         self.no_ids = answer_token_ids(tok, no_words, context=context)
@@ -170,10 +172,10 @@ class VQAJudge(LocalModelJudge):
     def tokenizer(self) -> Any:
         return getattr(self.processor, "tokenizer", self.processor)
 
-    def _check_servable(self, model: str) -> None:
+    def _check_servable(self, model: str, cfg: Any) -> None:
         """Refuse, naming the family, a model whose first generated token is not the answer or whose
         prompt format is not its chat template; warn for a family no test has reproduced."""
-        family, cfg = self.family, self.model.config
+        family = self.family
         where = f"vqa judge cannot score {model!r} (model family {family!r})"
         if family in UNSUPPORTED_FAMILIES:
             raise ValueError(f"{where}: {UNSUPPORTED_FAMILIES[family]}")
