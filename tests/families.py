@@ -17,9 +17,12 @@ processor, image-processor and tokenizer classes, with
 saved with ``save_pretrained`` and loaded back by the judge through ``AutoModelForImageTextToText``
 / ``AutoProcessor``.
 
-CLIP judges (``"clip"``, ``"clip-hf"``): the default models' real architectures (``ViT-B-32``) with
-random weights, saved as a local open_clip checkpoint file and as a transformers folder; SigLIP as a
-tiny transformers ``SiglipModel`` with the real ``SiglipProcessor`` pipeline.
+CLIP judges (``"clip"``, ``"clip-hf"``): the default models' real architectures (``ViT-B-32``, 151M
+parameters, ~600 MB in float32) with random weights, built once per session and saved as a local
+open_clip checkpoint file and as a transformers folder; SigLIP as a tiny transformers
+``SiglipModel`` with the real ``SiglipProcessor`` pipeline. ``ViT-L-14`` (1.7 GB) and open_clip's
+SigLIP get no checkpoint: their transforms and tokenizers are checked on the meta device
+(tests/test_clip_families.py), which is all that differs from ViT-B-32 on the judge's side.
 
 Plug-in table for the generic every-judge test: :data:`JUDGE_FIXTURES` maps a fixture name to a
 builder ``builder(folder) -> (registry_name, create_judge_options)``.
@@ -559,11 +562,38 @@ def build_hf_siglip(folder, *, seed: int = 0) -> Path:
     return folder
 
 
+def build_hf_siglip2(folder, *, seed: int = 0) -> Path:
+    """A tiny transformers ``Siglip2Model`` with google/siglip2-base-patch16-naflex's processor
+    pipeline: ``Siglip2ImageProcessor`` (NaFlex: aspect ratio kept, up to 256 patches of 16 px,
+    bilinear, mean/std 0.5; returns ``pixel_attention_mask`` and ``spatial_shapes``) and a Gemma
+    tokenizer, text of 64 tokens."""
+    from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model, Siglip2Processor
+
+    folder = Path(folder)
+    tok = gemma_tokenizer()
+    tok.model_max_length = 64
+    cfg = Siglip2Config(
+        text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, max_position_embeddings=64, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                           patch_size=16, num_patches=256))
+    torch.manual_seed(seed)
+    model = Siglip2Model(cfg).eval()
+    ip = Siglip2ImageProcessor(patch_size=16, max_num_patches=256, resample=2, image_mean=[0.5, 0.5, 0.5],
+                               image_std=[0.5, 0.5, 0.5])
+    proc = Siglip2Processor(image_processor=ip, tokenizer=tok)
+    model.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    return folder
+
+
 #: CLIP fixtures: name -> (builder, what to pass to create_judge besides the built path)
 CLIP_FIXTURES: Dict[str, Tuple[str, Callable[..., Path]]] = {
     "open_clip/ViT-B-32": ("clip", build_open_clip_vit_b32),
     "transformers/clip-vit-base-patch32": ("clip-hf", build_hf_clip_vit_b32),
     "transformers/siglip": ("clip-hf", build_hf_siglip),
+    "transformers/siglip2": ("clip-hf", build_hf_siglip2),
 }
 
 

@@ -221,7 +221,8 @@ def test_siglip_checkpoint_file_warns_without_its_tag_and_matches_it_with(meta_o
 # transformers: openai/clip-vit-base-patch32 and SigLIP from saved folders
 # ---------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module", params=["transformers/clip-vit-base-patch32", "transformers/siglip"])
+@pytest.fixture(scope="module", params=["transformers/clip-vit-base-patch32", "transformers/siglip",
+                                        "transformers/siglip2"])
 def hf(request, tmp_path_factory):
     """(fixture name, folder, the reference model and processor loaded from it, the judge)."""
     from transformers import AutoModel, AutoProcessor
@@ -234,20 +235,22 @@ def hf(request, tmp_path_factory):
 
 
 def _hf_px(hf, pils):
-    return hf[3](images=pils, return_tensors="pt")["pixel_values"]
+    """The processor's image tensors (SigLIP 2 adds pixel_attention_mask and spatial_shapes)."""
+    out = hf[3](images=pils, return_tensors="pt")
+    return {k: out[k] for k in ("pixel_values", "pixel_attention_mask", "spatial_shapes") if k in out}
 
 
 def _hf_img(hf, pils):
     model, px = hf[2], _hf_px(hf, pils)
     with torch.no_grad():
-        out = model.get_image_features(pixel_values=px)
+        out = model.get_image_features(**px)
     return torch.nn.functional.normalize(getattr(out, "pooler_output", out), dim=-1), px
 
 
 def _hf_txt(hf, texts, padding=None):
     name, _, model, proc, _ = hf
     max_len = model.config.text_config.max_position_embeddings
-    padding = padding or ("max_length" if name.endswith("siglip") else "longest")  # as each model is used
+    padding = padding or ("max_length" if "siglip" in name else "longest")  # as each model is used
     tok = proc(text=texts, padding=padding, max_length=max_len, truncation=True, return_tensors="pt")
     with torch.no_grad():
         out = model.get_text_features(**{k: v for k, v in tok.items() if k in ("input_ids", "attention_mask")})
@@ -257,11 +260,13 @@ def _hf_txt(hf, texts, padding=None):
 def test_hf_preprocessing_and_tokens_are_the_processors_own(hf):
     name, _, model, proc, j = hf
     pils = _pils(8)
-    assert torch.equal(j.preprocess_images([_t(p) for p in pils])["pixel_values"], _hf_px(hf, pils))
+    ours, ref = j.preprocess_images([_t(p) for p in pils]), _hf_px(hf, pils)
+    assert set(ours) == set(ref) and all(torch.equal(ours[k], ref[k]) for k in ref)
+    assert ("spatial_shapes" in ours) == name.endswith("siglip2")
     texts = [j.format_text(t) for t in TEXTS]
     ours = j.tokenize(texts)
     full = model.config.text_config.max_position_embeddings
-    assert (ours["input_ids"].shape[1] == full) == name.endswith("siglip")  # SigLIP: always the full length
+    assert (ours["input_ids"].shape[1] == full) == ("siglip" in name)  # SigLIP: always the full length
     assert torch.equal(ours["input_ids"], _hf_txt(hf, texts)[1]["input_ids"])
 
 
@@ -289,9 +294,9 @@ def test_hf_text_embedding_never_depends_on_the_batch(hf):
     short, longer = "a photo of a bird", "a photo of a red car on a sunny street"
     alone = j.encode_texts([short])[0]
     assert torch.allclose(alone, j.encode_texts([short, longer])[0], atol=1e-5)
-    assert len(proc(text=[longer])["input_ids"][0]) < j._max_len
+    assert len(proc.tokenizer(longer, padding=False)["input_ids"]) < j._max_len
     by_longest = _hf_txt(hf, [short, longer], padding="longest")[0][0]
-    if name.endswith("siglip"):  # padded to the longest text, SigLIP's embedding would depend on the batch
+    if "siglip" in name:  # padded to the longest text, SigLIP's embedding would depend on the batch
         assert not torch.allclose(alone, by_longest, atol=1e-4)
     else:  # CLIP pools at the end token behind a causal mask: padding never mattered
         assert torch.allclose(alone, by_longest, atol=1e-5)
@@ -303,7 +308,7 @@ def test_hf_batching_sizes_and_bfloat16(hf):
     samples = [EditSample(_t(p), t, key=f"k{i}") for i, (p, t) in enumerate(zip(pils, TEXTS))]
     batched = j.score(samples)
     assert torch.allclose(batched, torch.cat([j.score([s]) for s in samples]), atol=1e-5, rtol=0)
-    if not name.endswith("siglip"):
+    if "siglip" not in name:
         return  # bfloat16 of the same code path: on SigLIP here, and on open_clip's ViT-B-32 above (CPU time)
     half = create_judge("clip-hf", model=str(folder), threshold=0.0, device="cpu", dtype="bfloat16", batch_size=2)
     assert next(half.model.parameters()).dtype == torch.bfloat16 and half.describe()["dtype"] == "bfloat16"

@@ -200,7 +200,7 @@ def _normalise(x: Any) -> torch.Tensor:
 #: at the last position): their text is padded to the full length, as they were trained. CLIP's
 #: causal, end-token-pooled text embedding does not depend on padding, so it is padded to the
 #: longest text (up to 8x less text compute than padding to 77 tokens).
-FULL_LENGTH_TEXT_MODELS = ("siglip", "siglip2")
+FULL_LENGTH_TEXT_MODELS = ("siglip", "siglip2")  # transformers' SigLIP docs: padding="max_length"
 
 _TAG_PREPROCESS = (("mean", "image_mean"), ("std", "image_std"), ("interpolation", "image_interpolation"),
                    ("resize_mode", "image_resize_mode"))
