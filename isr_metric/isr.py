@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .stats import rate_interval
+from .stats import few_clusters_note, rate_interval
 from .types import EditSample, ISRReport, JudgeResult, SampleVerdict, Verdict
 
 __all__ = ["ISR", "isr", "parse_rule", "group_decision", "report_from_samples"]
@@ -150,6 +150,7 @@ def report_from_samples(
         lo, hi, method = float("nan"), float("nan"), ("wilson" if ci_method == "auto" else ci_method)
     both = [None if (s.semantic is None or s.perceptual is None) else (s.semantic and s.perceptual)
             for s in per_sample]
+    note = few_clusters_note(len(set(clusters))) if n else None
     return ISRReport(
         isr=(k / n) if n else float("nan"), ci_low=lo, ci_high=hi, n=n, n_success=k,
         n_abstained=len(per_sample) - n, n_total=len(per_sample),
@@ -159,6 +160,7 @@ def report_from_samples(
         both_rate=_rate(both), ci_method=method, confidence=confidence,
         rule=dict(rule or {}), judges=tuple(dict(j) for j in judges), per_sample=tuple(per_sample),
         failures=tuple(dict(f) for f in failures), meta=dict(meta or {}),
+        notes=(note,) if note else (),
     )
 
 
@@ -299,6 +301,19 @@ def _join_by_judge(verdicts: Sequence[Verdict]) -> List[Verdict]:
     return [Verdict.concat(vs) for vs in groups.values()]
 
 
+def _judge_all(judges: Sequence[Any], samples: Sequence[EditSample]) -> List[Verdict]:
+    """Verdicts of every judge on ``samples``, scored together: judges of one scorer identity
+    (``mllm`` and ``mllm-degraded``) share their requests."""
+    from .judges.base import Judge
+    from .scoring import score_samples
+
+    scorable = [j for j in judges if isinstance(j, Judge)]
+    for j in scorable:
+        j.check_ready()
+    results = dict(zip(map(id, scorable), score_samples(scorable, samples))) if scorable else {}
+    return [j.decide_scores(samples, results[id(j)]) if id(j) in results else j(samples) for j in judges]
+
+
 class ISR:
     """Stateful ISR over batches.
 
@@ -396,7 +411,7 @@ class ISR:
                 key = s.resolved_key()
                 self._info[key] = {"cluster": s.resolved_cluster(), "method": s.method,
                                    "prompt": s.prompt, "meta": dict(s.meta)}
-            new = [j(samples) for j in self.semantic + self.perceptual]
+            new = _judge_all(self.semantic + self.perceptual, samples)
         else:
             new = list(verdicts)
             keys = _key_order(new)

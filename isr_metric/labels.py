@@ -207,34 +207,26 @@ def row_sample(row: Mapping[str, Any], key: str, base_dir: Path):
                       seed=int(seed) if seed not in (None, "") and str(seed).lstrip("-").isdigit() else None)
 
 
-def score_rows(judge: Any, samples: Sequence[Any], *, batch_size: int = 16,
+def score_rows(judge: Any, samples: Sequence[Any], *, cache: Any = None,
                verdicts: bool = False) -> List[Tuple[Optional[Any], Optional[str]]]:
-    """Run ``judge`` over ``samples`` in batches; a batch that raises is retried one sample at a
-    time so one bad image costs only its own row. Returns per sample ``(value, None)`` or
-    ``(None, reason)``; ``value`` is the raw score (``verdicts=False``) or ``(success, score)``
-    from the judge's Verdict (``verdicts=True``; abstentions become reasons)."""
+    """Score ``samples`` with ``judge`` through the score cache (``cache``: a
+    :class:`~isr_metric.cache.ScoreCache`; None: the judge's own). Returns per sample
+    ``(value, None)`` or ``(None, reason)``; ``value`` is the raw score (``verdicts=False``) or
+    ``(success, score)`` from the judge's Verdict (``verdicts=True``; abstentions become reasons).
+    One bad image costs only its own row."""
+    from .scoring import score_samples
+
+    samples = list(samples)
+    results = score_samples([judge], samples, cache=cache)[0]
     out: List[Tuple[Optional[Any], Optional[str]]] = []
-
-    def run(batch):
-        if verdicts:
-            v = judge(batch)
-            res = []
-            for succ, ab, sc, why in zip(v.success, v.abstained, v.scores, v.reasons):
-                res.append((None, f"judge abstained: {why or 'no reason given'}") if ab else ((bool(succ), sc), None))
-            return res
-        s = [float(x) for x in judge.score(batch).tolist()]
-        return [((x, None) if math.isfinite(x) else (None, "judge abstained (score is NaN)")) for x in s]
-
-    for i in range(0, len(samples), batch_size):
-        batch = list(samples[i:i + batch_size])
-        try:
-            out.extend(run(batch))
-        except Exception:
-            for smp in batch:
-                try:
-                    out.extend(run([smp]))
-                except Exception as e:  # one bad sample: record and go on
-                    out.append((None, f"judge failed: {type(e).__name__}: {e}"))
+    if verdicts:
+        v = judge.decide_scores(samples, results)
+        for succ, ab, sc, why in zip(v.success, v.abstained, v.scores, v.reasons):
+            out.append((None, f"judge abstained: {why or 'no reason given'}") if ab else ((bool(succ), sc), None))
+        return out
+    for r in results:
+        score, why = judge.combine(r)
+        out.append((score, None) if math.isfinite(score) else (None, f"judge abstained: {why or 'score is NaN'}"))
     return out
 
 

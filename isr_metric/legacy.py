@@ -38,7 +38,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from .types import EditSample
+from .scoring import Abstain, SampleInputs, SampleProblem, Scorer, ScoreRequest
+
 
 __all__ = ["LegacyMetric", "create_legacy", "LEGACY_METRICS", "DEFAULT_LEGACY", "DISSIMILAR",
            "psnr", "ssim", "agreement_table", "lpips_weights_available"]
@@ -101,29 +102,33 @@ def lpips_weights_available() -> Tuple[bool, str]:
     return (not missing, ", ".join(missing) if missing else "")
 
 
-class LegacyMetric:
+class LegacyMetric(Scorer):
     """One full-reference metric between ``edited`` and ``reference`` (see module table).
 
-    ``score_with_reasons(samples)`` returns per-sample values (NaN + reason when it cannot compute).
-    Samples must carry decoded images (tensors) -- the evaluate pipeline loads them.
+    A :class:`~isr_metric.scoring.Scorer`: one ``pair`` request per sample (edited, reference),
+    cached like judges' scores. ``score_with_reasons(samples)`` returns per-sample values (NaN +
+    reason when it cannot compute).
     """
 
     kind = "legacy"
+    identity_exclude = frozenset({"dissimilar_threshold"})
 
-    def __init__(self, name: str, *, dissimilar_threshold: Optional[float] = None, device: str = "cpu") -> None:
-        if name not in DISSIMILAR:
-            raise KeyError(f"unknown legacy metric {name!r}; choose from {', '.join(LEGACY_METRICS)}")
-        self.name = name
-        self.higher_is_similar, default = DISSIMILAR[name]
+    def __init__(self, metric: str, *, dissimilar_threshold: Optional[float] = None, device: str = "cpu") -> None:
+        if metric not in DISSIMILAR:
+            raise KeyError(f"unknown legacy metric {metric!r}; choose from {', '.join(LEGACY_METRICS)}")
+        self.name = metric
+        self.higher_is_similar, default = DISSIMILAR[metric]
         self.dissimilar_threshold = float(default if dissimilar_threshold is None else dissimilar_threshold)
         self.device = device
+        self.batch_size = 16
         self._metric = None
         self._unavailable: Optional[str] = None
 
     def describe(self) -> Dict[str, Any]:
         return {"name": f"legacy:{self.name}", "kind": "legacy", "metric": self.name,
                 "higher_is_similar": self.higher_is_similar,
-                "backend": "torch" if self.name in ("psnr", "ssim") else "pyiqa", "model": None}
+                "backend": "torch" if self.name in ("psnr", "ssim") else "pyiqa", "model": None,
+                "scorer": self.scorer_identity()}
 
     def dissimilar(self, value: float) -> Optional[bool]:
         if value is None or math.isnan(value):
@@ -161,30 +166,29 @@ class LegacyMetric:
         with torch.no_grad():
             return float(m(e[None].float().to(self.device), r[None].float().to(self.device)).reshape(-1)[0])
 
-    def score_with_reasons(self, samples: Sequence[EditSample]) -> Tuple[List[float], List[Optional[str]]]:
-        scores: List[float] = []
-        reasons: List[Optional[str]] = []
-        for s in samples:
-            e, r = s.edited, s.reference
-            if r is None:
-                scores.append(float("nan"))
-                reasons.append("no reference image")
-                continue
-            if not isinstance(e, torch.Tensor) or not isinstance(r, torch.Tensor):
-                from .data import load_image
+    def requests(self, s: SampleInputs) -> Mapping[str, ScoreRequest]:
+        if not s.has("reference"):
+            raise SampleProblem("no reference image")
+        return {"pair": ScoreRequest("pair", (s.image("edited"), s.image("reference")))}
 
-                e, r = load_image(e), load_image(r)
+    def compute(self, requests: Sequence[ScoreRequest]) -> List[Any]:
+        from .data import ImageLoadError
+
+        out: List[Any] = []
+        for req in requests:
+            try:
+                e, r = (ref.load() for ref in req.images)
+            except ImageLoadError as ex:
+                out.append(Abstain(f"cannot load image: {ex}"))
+                continue
             if tuple(e.shape) != tuple(r.shape):
-                scores.append(float("nan"))
-                reasons.append(f"edited {tuple(e.shape[-2:])} and reference {tuple(r.shape[-2:])} differ in size")
+                out.append(Abstain(f"edited {tuple(e.shape[-2:])} and reference {tuple(r.shape[-2:])} differ in size"))
                 continue
             try:
-                scores.append(self._one(e, r))
-                reasons.append(None)
-            except Exception as ex:
-                scores.append(float("nan"))
-                reasons.append(str(ex) if isinstance(ex, RuntimeError) else f"{type(ex).__name__}: {ex}")
-        return scores, reasons
+                out.append(self._one(e, r))
+            except RuntimeError as ex:  # weights not on disk: may be fixed before the next run
+                out.append(Abstain(str(ex), transient=True))
+        return out
 
     def __repr__(self) -> str:
         return f"LegacyMetric({self.name!r}, dissimilar_threshold={self.dissimilar_threshold})"

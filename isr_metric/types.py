@@ -420,7 +420,9 @@ class ISRReport:
 
     ``isr = n_success / n`` where ``n`` counts judged (non-abstained) edits. ``ci_low``/``ci_high``
     is the ``confidence`` interval by ``ci_method`` ("wilson" when every cluster holds one edit,
-    else "cluster_bootstrap" over source images). Rates of the two groups are over the samples
+    else "cluster_wilson": Wilson on the design-effect-adjusted n with a t quantile over source
+    images; see :mod:`isr_metric.stats`). ``notes`` holds caveats a reader must see next to the
+    rate (e.g. fewer than 20 source images). Rates of the two groups are over the samples
     where that group decided: ``semantic_rate`` (mismatch), ``degradation_rate`` (degraded) and
     ``both_rate`` (both). ``failures`` lists inputs that could not be judged at all (bad rows).
     """
@@ -443,6 +445,7 @@ class ISRReport:
     per_sample: Tuple[SampleVerdict, ...]
     failures: Tuple[Mapping[str, Any], ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
+    notes: Tuple[str, ...] = ()
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -457,6 +460,7 @@ class ISRReport:
             "judges": [dict(j) for j in self.judges],
             "per_sample": [s.to_dict() for s in self.per_sample],
             "failures": [dict(f) for f in self.failures], "meta": dict(self.meta),
+            "notes": list(self.notes),
         }
 
     @classmethod
@@ -467,6 +471,7 @@ class ISRReport:
         d["judges"] = tuple(_freeze(j) for j in d.get("judges", ()))
         d["per_sample"] = tuple(SampleVerdict.from_dict(s) for s in d.get("per_sample", ()))
         d["failures"] = tuple(_freeze(f) for f in d.get("failures", ()))
+        d["notes"] = tuple(d.get("notes", ()))
         d["rule"] = _freeze(d.get("rule"))
         d["meta"] = _freeze(d.get("meta"))
         return cls(**d)
@@ -551,6 +556,7 @@ class ISRReport:
             f"{self.n_abstained} abstained, {len(self.failures)} failed, "
             f"{self.n_clusters} source images; semantic mismatch {pct(self.semantic_rate)}, "
             f"degraded {pct(self.degradation_rate)}, both {pct(self.both_rate)}"
+            + "".join(f". Note: {n}" for n in self.notes)
         )
 
 
@@ -562,6 +568,10 @@ class ThresholdCard:
     ``value``; ``"above"``: when above. ``metrics`` holds held-out agreement (auc,
     balanced_accuracy, kappa, ... with intervals), ``fitted_on`` describes the labelled data
     (source, fingerprint, synthetic or not).
+
+    A card is bound to the scorer it was fitted with: ``scorer`` is that judge's scorer identity
+    (:mod:`isr_metric.identity`), ``scorer_hash`` its hash and ``mode`` its decision mode. A judge
+    refuses a card whose identity or mode differs from its own (``force_card=True`` overrides).
     """
 
     judge: str
@@ -574,6 +584,9 @@ class ThresholdCard:
     n_neg: int = 0
     metrics: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    scorer: Mapping[str, Any] = field(default_factory=dict)
+    scorer_hash: Optional[str] = None
+    mode: Optional[str] = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     package_version: str = field(default_factory=lambda: __import__("isr_metric._version", fromlist=["x"]).__version__)
 
@@ -585,7 +598,7 @@ class ThresholdCard:
         if not isinstance(self.value, (int, float)) or math.isnan(float(self.value)):
             raise ValueError(f"ThresholdCard({self.judge!r}).value must be a finite number, got {self.value!r}")
         object.__setattr__(self, "value", float(self.value))
-        for name in ("fitted_on", "metrics", "options"):
+        for name in ("fitted_on", "metrics", "options", "scorer"):
             object.__setattr__(self, name, _freeze(getattr(self, name)))
 
     def decide(self, score: float) -> bool:
@@ -593,7 +606,8 @@ class ThresholdCard:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self) | {
-            "fitted_on": dict(self.fitted_on), "metrics": dict(self.metrics), "options": dict(self.options)
+            "fitted_on": dict(self.fitted_on), "metrics": dict(self.metrics), "options": dict(self.options),
+            "scorer": dict(self.scorer),
         }
 
     @classmethod

@@ -397,9 +397,13 @@ class _Editors:
     def get(self, spec: EditorSpec):
         if self.label != spec.label:
             self.release()
-            from .editors import load_editor
+            from .editors import get_editor_class, load_editor
 
-            self.editor = load_editor(spec.name, spec.model, device=self.device, dtype=self.cfg.dtype, **spec.load)
+            # the attacks that follow the real edit (SIFM's trajectories) use the bench's edit settings
+            known = get_editor_class(spec.name).edit_defaults
+            self.editor = load_editor(spec.name, spec.model, device=self.device, dtype=self.cfg.dtype,
+                                      edit_options={k: v for k, v in spec.options.items() if k in known},
+                                      **spec.load)
             self.label = spec.label
         return self.editor
 
@@ -497,6 +501,7 @@ class Runner:
                             steps=pgd.get("steps"), step_size=pgd.get("step_size"),
                             random_start=bool(pgd.get("random_start", False)),
                             eot_samples=int(pgd.get("eot_samples", 1)), seed=u.info["seed"], keys=[it.key],
+                            step_decay=pgd.get("step_decay", "none"),
                             checkpoint_dir=ck_dir if self.cfg.checkpoint_every else None,
                             checkpoint_every=self.cfg.checkpoint_every, **v.method_params())
                         prot = out[0]
@@ -607,7 +612,7 @@ class Runner:
         return path
 
     def _judges(self):
-        from isr_metric.commands.evaluate import load_plugin
+        from isr_metric.registry import load_plugin
         from isr_metric.legacy import create_legacy
         from isr_metric.registry import create_judge
 
@@ -624,7 +629,7 @@ class Runner:
     def stage_judge(self, plan: Plan):
         import dataclasses
 
-        from isr_metric.cache import ScoreCache
+        from isr_metric.cache import CACHE_FILE, ScoreCache, default_cache_dir
         from isr_metric.data import load_manifest
         from isr_metric.evaluate import evaluate, write_outputs
 
@@ -638,7 +643,11 @@ class Runner:
         kw = dict(rule=js["rule"], semantic_rule=js["semantic_rule"], perceptual_rule=js["perceptual_rule"],
                   abstain=js["abstain"], batch_size=js["batch_size"], legacy=legacy,
                   confidence=self.cfg.report["confidence"], n_boot=self.cfg.report["n_boot"], seed=self.cfg.seed)
-        shards = lambda: sorted(cache_root.glob("rank*/scores-v*.jsonl"))  # noqa: E731
+        # the shared score cache (what isr evaluate / calibrate use): read it, and add this bench's
+        # scores to it at the end; the bench itself writes per-process files under out/cache
+        shared = None if js.get("cache_dir") is False else Path(js.get("cache_dir") or default_cache_dir())
+        shared_file = [shared / CACHE_FILE] if shared is not None and (shared / CACHE_FILE).is_file() else []
+        shards = lambda: sorted(cache_root.glob(f"rank*/{CACHE_FILE}")) + shared_file  # noqa: E731
         if self.dist.world > 1:
             # each process scores its batches into its own cache file
             bs = js["batch_size"]
@@ -664,6 +673,10 @@ class Runner:
                      + f"; model calls on the main process: {calls}")
             write_outputs(ev.report, self.out / "eval", title=f"{self.cfg.name}: every edit",
                           max_thumbnails=self.cfg.report["max_thumbnails"])
+            if shared is not None:
+                n_new = ScoreCache(cache_root / "rank0", read_also=sorted(cache_root.glob(f"rank*/{CACHE_FILE}"))
+                                   ).export_to(ScoreCache(shared), label=f"sifm bench {self.cfg.name}")
+                self.log(f"[judge] {n_new} new scores added to the shared score cache {shared}")
             report = ev.report
         self.dist.barrier()
         return report

@@ -21,9 +21,9 @@ __all__ = ["BenchConfig", "ConfigError", "load_config", "MethodVariant", "Editor
            "JudgeEntry", "PGD_PARAMS", "slug"]
 
 #: PGD settings accepted in a method's ``params`` / ``sweep`` beside the method's own options.
-PGD_PARAMS = ("eps", "steps", "step_size", "random_start", "eot_samples")
+PGD_PARAMS = ("eps", "steps", "step_size", "random_start", "eot_samples", "step_decay")
 EDIT_OPTIONS = ("num_inference_steps", "guidance_scale", "image_guidance_scale", "strength")
-LOAD_OPTIONS = ("attention_slicing", "gradient_checkpointing", "drop_t5")
+LOAD_OPTIONS = ("attention_slicing", "gradient_checkpointing", "drop_t5", "scheduler")
 DTYPES = ("float32", "float16", "bfloat16")
 STAGES = ("prepare", "protect", "transform", "edit", "judge", "report")
 
@@ -34,7 +34,7 @@ _COLUMNS = ("image", "prompt", "edit_prompts", "key", "target_captions", "source
 _METHOD = ("name", "label", "params", "sweep", "editor")
 _EDITOR = ("name", "label", "model", "options", "load")
 _JUDGES = ("semantic", "perceptual", "rule", "semantic_rule", "perceptual_rule", "abstain", "plugins",
-           "batch_size", "legacy", "reuse_abstentions")
+           "batch_size", "legacy", "reuse_abstentions", "cache_dir")
 _JUDGE = ("name", "options")
 _REPORT = ("baseline", "confidence", "n_boot", "grid_images", "title", "max_thumbnails")
 
@@ -193,6 +193,8 @@ def _check_pgd(v: _V, key: str, value: Any, path: str) -> None:
         v.err(path, f"must be true or false, got {value!r}")
     elif key == "eot_samples" and not (_is_int(value) and value >= 1):
         v.err(path, f"must be an integer >= 1, got {value!r}")
+    elif key == "step_decay" and value not in ("none", "linear"):
+        v.err(path, f"must be 'none' or 'linear' (PhotoGuard's decay), got {value!r}")
 
 
 def _method_options(name: str) -> Optional[List[str]]:
@@ -320,7 +322,10 @@ def _editors(v: _V, items: Any, base: Path) -> List[EditorSpec]:
         load = e.get("load", {}) or {}
         if v.keys(load, LOAD_OPTIONS, f"{p}.load"):
             for k, val in load.items():
-                if not isinstance(val, bool):
+                if k == "scheduler":
+                    if not (isinstance(val, str) and val.strip()):
+                        v.err(f"{p}.load.{k}", f"must be a scheduler name (ddim, euler_ancestral, ...), got {val!r}")
+                elif not isinstance(val, bool):
                     v.err(f"{p}.load.{k}", f"must be true or false, got {val!r}")
         label = str(e.get("label") or name)
         out.append(EditorSpec(label=label, name=str(name), model=model, options=dict(opts), load=dict(load)))
@@ -432,7 +437,14 @@ def _judges(v: _V, d: Any, base: Path) -> Tuple[List[JudgeEntry], Dict[str, Any]
     settings: Dict[str, Any] = {"rule": d.get("rule", "any"), "semantic_rule": d.get("semantic_rule"),
                                 "perceptual_rule": d.get("perceptual_rule"), "abstain": d.get("abstain", "strict"),
                                 "batch_size": d.get("batch_size", 16), "legacy": d.get("legacy", "auto"),
-                                "reuse_abstentions": bool(d.get("reuse_abstentions", False)), "plugins": []}
+                                "reuse_abstentions": bool(d.get("reuse_abstentions", False)), "plugins": [],
+                                "cache_dir": d.get("cache_dir")}
+    cd = settings["cache_dir"]
+    if cd is not None and cd is not False and not isinstance(cd, str):
+        v.err("judges.cache_dir", f"must be a folder, or false for a bench-local cache only; got {cd!r}")
+    elif isinstance(cd, str):
+        settings["cache_dir"] = str((base / cd).resolve()) if not Path(cd).expanduser().is_absolute() \
+            else str(Path(cd).expanduser())
     if settings["abstain"] not in ("strict", "drop"):
         v.err("judges.abstain", f"must be 'strict' or 'drop', got {settings['abstain']!r}")
     if not (_is_int(settings["batch_size"]) and settings["batch_size"] >= 1):
@@ -457,7 +469,7 @@ def _judges(v: _V, d: Any, base: Path) -> Tuple[List[JudgeEntry], Dict[str, Any]
                 v.name(n, ["auto", "all", "none", *LEGACY_METRICS], f"judges.legacy[{j}]" if
                        not isinstance(legacy, str) else "judges.legacy", "legacy metric")
         settings["legacy"] = list(names)
-    from isr_metric.commands.evaluate import load_plugin
+    from isr_metric.registry import load_plugin
 
     for j, pl in enumerate(d.get("plugins", []) or []):
         path = _resolve_path(base, pl) if str(pl).endswith(".py") else str(pl)

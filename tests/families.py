@@ -24,13 +24,13 @@ open_clip checkpoint file and as a transformers folder; SigLIP as a tiny transfo
 SigLIP get no checkpoint: their transforms and tokenizers are checked on the meta device
 (tests/test_clip_families.py), which is all that differs from ViT-B-32 on the judge's side.
 
-Plug-in table for the generic every-judge test: :data:`JUDGE_FIXTURES` maps a fixture name to a
-builder ``builder(folder) -> (registry_name, create_judge_options)``.
+Plug-in table for the generic every-judge test: :data:`JUDGE_FIXTURES` maps a fixture name to
+``(registry_name, options(where) -> create_judge options)``.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -773,19 +773,19 @@ def built(name: str, where, *, kind: str = "vlm") -> Path:
     return _BUILT[key]
 
 
-def _vlm_entry(name: str) -> Callable[[Path], Tuple[str, Dict[str, object]]]:
-    return lambda folder: ("vqa", {"model": str(built(name, folder)), "device": "cpu"})
+def _vlm_entry(name: str) -> Tuple[str, Callable[..., Dict[str, object]]]:
+    return "vqa", lambda where: {"model": str(built(name, where)), "device": "cpu"}
 
 
-def _clip_entry(name: str) -> Callable[[Path], Tuple[str, Dict[str, object]]]:
-    return lambda folder: (CLIP_FIXTURES[name][0],
-                           {**clip_options(name, built(name, folder, kind="clip")), "threshold": 0.0})
+def _clip_entry(name: str) -> Tuple[str, Callable[..., Dict[str, object]]]:
+    return CLIP_FIXTURES[name][0], lambda where: clip_options(name, built(name, where, kind="clip"))
 
 
-#: For the generic every-judge test: fixture name -> ``builder(folder) -> (registry name,
-#: create_judge options)``. Builds are shared with the family tests (one build per session).
-#: One entry per real family; adding a family is one line in VLM_FAMILIES / CLIP_FIXTURES.
-JUDGE_FIXTURES: Dict[str, Callable[[Path], Tuple[str, Dict[str, object]]]] = {
+#: For the generic every-judge test (tests/test_judges_generic.py): fixture name -> (registry name,
+#: ``options(where)`` -> create_judge options without a decision). ``where`` is as for :func:`built`:
+#: builds are shared with the family tests (one build per process). One entry per real family;
+#: adding a family is one line in VLM_FAMILIES / CLIP_FIXTURES.
+JUDGE_FIXTURES: Dict[str, Tuple[str, Callable[..., Dict[str, object]]]] = {
     **{f"clip@{n}": _clip_entry(n) for n in CLIP_FIXTURES},
     **{f"vqa@{n}": _vlm_entry(n) for n in VLM_FAMILIES},
 }

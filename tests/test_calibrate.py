@@ -268,9 +268,14 @@ def test_card_provenance_and_round_trip(tmp_path):
     path = tmp_path / "card.json"
     card.to_json(path)
     assert ThresholdCard.from_json(path) == card
-    # the card drives a judge: success exactly where the score is above the fitted threshold
+    # the card is bound to the judge it was fitted with: another scoring function is refused ...
+    assert card.scorer_hash == judge.identity_hash() and card.mode == "absolute"
+    with pytest.raises(ValueError, match="args.fn.code"):
+        create_judge("callable", fn=lambda b: [float(x.prompt) for x in b], kind="perceptual",
+                     higher_is_better=False, card=path)
+    # ... unless forced; the card then drives it: success exactly where the score is above the threshold
     j2 = create_judge("callable", fn=lambda b: [float(x.prompt) for x in b], kind="perceptual",
-                      higher_is_better=False, card=path)
+                      higher_is_better=False, card=path, force_card=True)
     from isr_metric import EditSample
 
     v = j2([EditSample(edited=np.zeros((4, 4, 3), np.uint8), prompt=str(x), key=str(i))
@@ -298,6 +303,27 @@ def test_fingerprint_ignores_row_order_but_not_content():
     assert fp == data_fingerprint(s[::-1], y[::-1], k[::-1])
     assert fp != data_fingerprint([0.1, 0.5, 0.91], y, k)
     assert fp != data_fingerprint(s, [1, 1, 1], k)
+
+
+def test_fingerprint_is_stable_under_last_bit_noise_but_not_under_real_changes():
+    """Scores of the same data differ in their last bits between machines; the fingerprint rounds
+    them to 6 significant digits (at most 8 decimals), so it does not move -- real changes do."""
+    from isr_metric.calibrate import FINGERPRINT_METHOD, fingerprint_score
+
+    rng = np.random.default_rng(0)
+    s = np.concatenate([rng.normal(40, 25, 300), rng.normal(0, 1e-3, 20), [0.0, -0.0, 1e-12]])
+    y = (rng.random(len(s)) > 0.5).astype(int)
+    k = [f"img{i}" for i in range(len(s))]
+    fp = data_fingerprint(s, y, k)
+    for eps in (1e-12, -1e-12, 3e-11):
+        assert data_fingerprint(s * (1 + eps), y, k) == fp
+    assert data_fingerprint(s + 1e-13, y, k) == fp
+    moved = s.copy()
+    moved[7] *= 1 + 1e-4  # a change at the 5th significant digit is a different table
+    assert data_fingerprint(moved, y, k) != fp
+    assert fingerprint_score(17.2117919921875) == "17.21180000" == fingerprint_score(17.2117919921875 * (1 + 1e-12))
+    assert fingerprint_score(-1e-12) == fingerprint_score(0.0) == "0.00000000"
+    assert "6 significant digits" in FINGERPRINT_METHOD
 
 
 def test_fit_is_deterministic_given_seed():

@@ -90,6 +90,59 @@ def test_offline_iqa_script_rebuilds_identically_apart_from_created(edge_judge, 
     assert dc["fitted_on"]["fingerprint"] != fo["fingerprint"]
 
 
+class NoisyEdgeEnergy(EdgeEnergy):
+    """EdgeEnergy with its scores multiplied by ``factor``: another machine's last bits (1 + 1e-12)
+    or a real change (1 + 1e-3)."""
+
+    factor = 1.0
+
+    def _score_batch(self, samples):
+        return super()._score_batch(samples) * self.factor
+
+
+@pytest.mark.parametrize("factor,same", [(1 + 1e-12, True), (1 - 1e-12, True), (1 + 1e-3, False)])
+def test_check_verdict_survives_last_bit_noise_and_names_real_changes(factor, same, small_spec, tmp_path):
+    offline_iqa = _load("offline_iqa")
+    build_all = _load("build_all")
+    path, _ = small_spec
+    cards = {}
+    for label, f in (("shipped", 1.0), ("rebuilt", factor)):
+        NoisyEdgeEnergy.factor = f
+        register_judge("test-noisy-edge", NoisyEdgeEnergy, kind="perceptual", higher_is_better=True)
+        try:
+            out = tmp_path / f"{label}.json"
+            assert offline_iqa.main(["--judge", "test-noisy-edge", "--spec", str(path), "--out", str(out)]) == 0
+            cards[label] = json.loads(out.read_text())
+        finally:
+            _REGISTRY.pop("test-noisy-edge", None)
+    diff = build_all.card_differences(cards["shipped"], cards["rebuilt"])
+    fp_same = cards["shipped"]["fitted_on"]["fingerprint"] == cards["rebuilt"]["fitted_on"]["fingerprint"]
+    assert fp_same is same
+    if same:
+        assert diff == []
+    else:
+        assert "fitted_on.fingerprint" in " ".join(diff) and any(d.startswith("value: shipped") for d in diff), diff
+
+
+def test_card_differences_compare_numbers_within_the_stated_tolerance():
+    build_all = _load("build_all")
+    a = {"created": "x", "value": 50.0, "n_pos": 90, "metrics": {"auc": {"value": 0.9388}}, "model": "pyiqa/piqe",
+         "fitted_on": {"cv": {"fold_thresholds": [1.0, 2.0]}}}
+    b = json.loads(json.dumps(a))
+    b["created"] = "y"
+    b["value"] = 50.0 * (1 + 0.5 * build_all.REL_TOL)
+    assert build_all.card_differences(a, b) == []
+    b["metrics"]["auc"]["value"] = 0.9389
+    b["fitted_on"]["cv"]["fold_thresholds"][1] = 2.5
+    b["n_pos"] = 91
+    b["model"] = "pyiqa/niqe"
+    b["extra"] = 1
+    diff = build_all.card_differences(a, b)
+    assert diff == ["extra: missing in the shipped card", "fitted_on.cv.fold_thresholds[1]: shipped 2.0, rebuilt 2.5",
+                    "metrics.auc.value: shipped 0.9388, rebuilt 0.9389", 'model: shipped "pyiqa/piqe", rebuilt "pyiqa/niqe"',
+                    "n_pos: shipped 90, rebuilt 91"]
+
+
 def test_dataset_follows_the_spec(small_spec):
     offline_iqa = _load("offline_iqa")
     _, spec = small_spec

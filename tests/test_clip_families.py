@@ -34,6 +34,12 @@ def _t(img):
     return torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0
 
 
+def _uncached(judge):
+    """``judge`` with an empty in-memory score cache: its next call computes (batching compared)."""
+    judge.cache = None
+    return judge
+
+
 def _samples(edited, sources, references):
     return [EditSample(_t(e), t, source=_t(s), reference=_t(r), source_caption=c, key=f"k{i}")
             for i, (e, s, r, t, c) in enumerate(zip(edited, sources, references, TEXTS, CAPTIONS))]
@@ -120,13 +126,14 @@ def test_open_clip_batching_sizes_and_bfloat16(b32):
     path, judge = b32[0], b32[4]
     pils = [p for i, p in enumerate(_pils(4)) if i in (1, 4, 5)]  # odd sizes and extreme aspect ratios
     samples = [EditSample(_t(p), t, key=f"k{i}") for i, (p, t) in enumerate(zip(pils, TEXTS))]
-    batched = judge.score(samples)  # one batch of three sizes
-    alone = torch.cat([judge.score([s]) for s in samples])
+    batched = _uncached(judge).score(samples)  # one batch of three sizes
+    alone = torch.cat([_uncached(judge).score([s]) for s in samples])
     assert torch.allclose(batched, alone, atol=1e-5, rtol=0)
 
     half = create_judge("clip", model="ViT-B-32", pretrained=str(path), threshold=0.0, device="cpu",
                         precision="bf16", batch_size=2)
-    assert half._dtype == torch.bfloat16 and half.describe()["dtype"] == "bfloat16"
+    assert half._dtype == torch.bfloat16 and half.scorer_identity()["args"]["precision"] == "bf16"
+    assert half.identity_hash() != judge.identity_hash()  # low precision keys its own scores
     few = samples[:2]
     cos_img = torch.nn.functional.cosine_similarity(judge.encode_images([s.edited for s in few]),
                                                     half.encode_images([s.edited for s in few]))
@@ -191,6 +198,13 @@ def test_a_file_without_its_tag_gets_open_clips_defaults(meta_open_clip):
         laion = torch.stack([laion_t(p) for p in pils])
         openai = torch.stack([openai_t(p) for p in pils])
     assert torch.equal(plain, openai) and not torch.allclose(plain, laion, atol=1e-2)  # mean/std 0.5 there
+    # the tag changes the preprocessing, so it keys the scores (and binds cards); the decision does not
+    tagged = create_judge("clip", model="ViT-L-14", pretrained=str(dummy), tag="laion2b_s32b_b82k", threshold=0.0,
+                          device="meta")
+    assert tagged.scorer_identity()["args"]["tag"] == "laion2b_s32b_b82k" and j.scorer_identity()["args"]["tag"] is None
+    assert tagged.identity_hash() != j.identity_hash()
+    assert create_judge("clip", model="ViT-L-14", pretrained=str(dummy), mode="directional", threshold=0.3,
+                        device="meta", batch_size=2).identity_hash() == j.identity_hash()
     with pytest.raises(ValueError, match="not a pretrained tag"):
         create_judge("clip", model="ViT-L-14", pretrained=str(dummy), tag="laion5b", threshold=0.0, device="meta")
     with pytest.raises(ValueError, match="is not a file"):
@@ -300,18 +314,21 @@ def test_hf_text_embedding_never_depends_on_the_batch(hf):
         assert not torch.allclose(alone, by_longest, atol=1e-4)
     else:  # CLIP pools at the end token behind a causal mask: padding never mattered
         assert torch.allclose(alone, by_longest, atol=1e-5)
+    # the padding that SigLIP needs keys its scores (those padded to the longest are never served)
+    assert j.scorer_identity().get("extra") == ({"text_padding": "max_length"} if "siglip" in name else None)
 
 
 def test_hf_batching_sizes_and_bfloat16(hf):
     name, folder, _, _, j = hf
     pils = [p for i, p in enumerate(_pils(12)) if i in (1, 4, 5)]
     samples = [EditSample(_t(p), t, key=f"k{i}") for i, (p, t) in enumerate(zip(pils, TEXTS))]
-    batched = j.score(samples)
-    assert torch.allclose(batched, torch.cat([j.score([s]) for s in samples]), atol=1e-5, rtol=0)
+    batched = _uncached(j).score(samples)
+    assert torch.allclose(batched, torch.cat([_uncached(j).score([s]) for s in samples]), atol=1e-5, rtol=0)
     if "siglip" not in name:
         return  # bfloat16 of the same code path: on SigLIP here, and on open_clip's ViT-B-32 above (CPU time)
     half = create_judge("clip-hf", model=str(folder), threshold=0.0, device="cpu", dtype="bfloat16", batch_size=2)
-    assert next(half.model.parameters()).dtype == torch.bfloat16 and half.describe()["dtype"] == "bfloat16"
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    assert half.scorer_identity()["args"]["dtype"] == "bfloat16" and half.identity_hash() != j.identity_hash()
     few = samples[:2]
     cos = torch.nn.functional.cosine_similarity(j.encode_images([s.edited for s in few]),
                                                 half.encode_images([s.edited for s in few]))

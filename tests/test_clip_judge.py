@@ -2,6 +2,7 @@
 to disk and loaded back through the user path, checked against independently computed cosines."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -134,10 +135,19 @@ def test_option_validation():
         ControlledClip(template="no placeholder")
     with pytest.raises(ValueError, match="no threshold"):
         ControlledClip(mode="absolute")([EditSample(grey(0.1), "a cat")])
-    ok = ThresholdCard(judge="clip", value=0.25, success_if="below")
+    ok = ControlledClip(threshold=0.1).threshold_card(0.25)  # bound to this judge's identity and mode
+    assert ok.scorer_hash == ControlledClip().identity_hash() and ok.mode == "absolute"
     assert ControlledClip(card=ok).threshold == 0.25
     with pytest.raises(ValueError, match="another direction"):
-        ControlledClip(card=ThresholdCard(judge="clip", value=0.25, success_if="above"))
+        ControlledClip(card=dataclasses.replace(ok, success_if="above"))
+    # a card fitted for another judge, another template or another mode is refused, naming what differs
+    with pytest.raises(ValueError, match="records no scorer identity"):
+        ControlledClip(card=ThresholdCard(judge="clip", value=0.25, success_if="below"))
+    with pytest.raises(ValueError, match="template"):
+        ControlledClip(template="an image of {}", card=ok)
+    with pytest.raises(ValueError, match="mode: card 'absolute', judge 'directional'"):
+        ControlledClip(mode="directional", card=ok)
+    assert ControlledClip(mode="directional", card=ok, force_card=True).threshold == 0.25
 
 
 def test_bad_image_abstains_and_batch_goes_on(tmp_path):
@@ -272,15 +282,16 @@ def test_clip_in_isr(open_clip_files):
 
 
 def test_cache_key_tracks_what_changes_scores(hf_clip_dir):
-    """dtype, template and mode change raw scores (keyed); threshold/margin only re-decide."""
-    from isr_metric.cache import scorer_config
-
+    """dtype and template change raw scores (they key the cache); threshold, margin, mode and device
+    only re-decide (mode changes which requests are needed, never their keys)."""
     def key(**kw):
-        return scorer_config(create_judge("clip-hf", model=str(hf_clip_dir), device="cpu", **kw))
+        return create_judge("clip-hf", model=str(hf_clip_dir), device="cpu", **kw).identity_hash()
 
     base = key(threshold=0.1)
     assert key(threshold=0.1, dtype="bfloat16") != base
     assert key(threshold=0.1, template="an image of {}") != base
-    assert key(mode="relative_reference", margin=0.0) != base
     assert key(threshold=0.3) == base
-    assert key(mode="relative_reference", margin=0.05) == key(mode="relative_reference", margin=0.0)
+    assert key(mode="relative_reference", margin=0.05) == key(mode="relative_reference", margin=0.0) == base
+    # the model folder enters by content, not by path
+    ident = create_judge("clip-hf", model=str(hf_clip_dir), device="cpu", threshold=0.1).scorer_identity()
+    assert set(ident["args"]["model"]) == {"dir_sha256"} and str(hf_clip_dir) not in str(ident)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from isr_metric.cache import CachedJudge, ScoreCache
+from isr_metric.cache import ScoreCache
 from isr_metric.cli import main
 from isr_metric.data import load_manifest
 from isr_metric.judges.base import CallableJudge, Judge
@@ -102,69 +102,81 @@ def test_threshold_change_reuses_cached_scores(tmp_path):
     samples = [EditSample(edited=torch.full((3, 8, 8), v), prompt="p", key=f"k{i}")
                for i, v in enumerate([0.2, 0.4, 0.6, 0.8])]
     calls = []
-    v1 = CachedJudge(_mean_judge(calls, threshold=0.5), ScoreCache(tmp_path))(samples)
+    j1 = _mean_judge(calls, threshold=0.5)
+    j1.cache = ScoreCache(tmp_path)
+    v1 = j1(samples)
     assert len(calls) == 4 and v1.success == (True, True, False, False)
+    assert v1.details["cached"] == [False] * 4
     # a new process (fresh ScoreCache object), another threshold: no model call, new decisions
-    cj = CachedJudge(_mean_judge(calls, threshold=0.7), ScoreCache(tmp_path))
-    v2 = cj(samples)
-    assert len(calls) == 4 and cj.model_calls == 0 and cj.cached_rows == 4
+    j2 = _mean_judge(calls, threshold=0.7)
+    j2.cache = ScoreCache(tmp_path)
+    v2 = j2(samples)
+    assert len(calls) == 4 and v2.details["cached"] == [True] * 4
     assert v2.success == (True, True, True, False) and v2.threshold == 0.7
     # another image content misses even under the same key
-    changed = [EditSample(edited=torch.full((3, 8, 8), 0.3), prompt="p", key="k0")]
-    CachedJudge(_mean_judge(calls), ScoreCache(tmp_path))(changed)
+    j3 = _mean_judge(calls)
+    j3.cache = ScoreCache(tmp_path)
+    j3([EditSample(edited=torch.full((3, 8, 8), 0.3), prompt="p", key="k0")])
     assert len(calls) == 5
 
 
 def test_torn_last_line_is_ignored_and_not_merged(tmp_path):
     c = ScoreCache(tmp_path)
     from isr_metric.cache import CacheEntry
-    c.put_many([("a", CacheEntry(1.0)), ("b", CacheEntry(2.0))])
+    c.put_many([("a", CacheEntry(1.0)), ("b", CacheEntry({"edit_accomplished": True, "degraded": False}))])
     with open(c.path, "ab") as fh:
-        fh.write(b'{"k": "c", "s": 3.')  # killed mid-write
+        fh.write(b'{"k": "c", "v": 3.')  # killed mid-write
     c2 = ScoreCache(tmp_path)
     assert len(c2) == 2 and c2.n_torn == 1 and c2.get("c") is None
+    assert c2.get("b").value == {"edit_accomplished": True, "degraded": False}
     c2.put_many([("d", CacheEntry(4.0))])
     c3 = ScoreCache(tmp_path)
-    assert c3.get("d").score == 4.0 and c3.get("a").score == 1.0
+    assert c3.get("d").value == 4.0 and c3.get("a").value == 1.0
 
 
-def test_abstentions_are_retried_unless_asked(tmp_path):
+def test_transient_abstentions_are_retried_deterministic_ones_are_not(tmp_path):
     calls = []
 
-    def fn(samples):
-        calls.append(len(samples))
+    def flaky(samples):  # an exception (API error, OOM...) is transient: retried by the next run
+        calls.append("flaky")
+        raise RuntimeError("server unavailable")
+
+    def flat(samples):  # NaN for this content is deterministic: the same bytes give it again
+        calls.append("flat")
         return [float("nan")] * len(samples)
+
     s = [EditSample(edited=torch.zeros(3, 4, 4), prompt="p", key="x")]
-    j = CallableJudge(fn, kind="perceptual", higher_is_better=True, threshold=0.5)
-    CachedJudge(j, ScoreCache(tmp_path))(s)
-    v = CachedJudge(j, ScoreCache(tmp_path))(s)
-    assert calls == [1, 1] and v.abstained == (True,)
-    CachedJudge(j, ScoreCache(tmp_path, reuse_abstentions=True))(s)
-    assert calls == [1, 1]
+
+    def run(fn, **kw):
+        j = CallableJudge(fn, kind="perceptual", higher_is_better=True, threshold=0.5)
+        j.cache = ScoreCache(tmp_path, **kw)
+        return j(s)
+
+    v = run(flaky)
+    assert v.abstained == (True,) and "server unavailable" in v.reasons[0]
+    run(flaky)
+    assert calls == ["flaky", "flaky"]
+    run(flaky, reuse_abstentions=True)
+    assert calls == ["flaky", "flaky"]
+    v = run(flat)
+    assert v.abstained == (True,) and "NaN" in v.reasons[0]
+    v = run(flat)
+    assert calls == ["flaky", "flaky", "flat"] and v.abstained == (True,) and v.details["cached"] == [True]
 
 
-def test_judge_that_overrides_call_is_cached_at_verdict_level(tmp_path):
-    from isr_metric.judges.base import verdict_from_scores
-
-    class Odd(Judge):
-        name, kind, higher_is_better = "odd", "perceptual", True
-        calls = 0
-
-        def __call__(self, samples):
-            Odd.calls += len(samples)
-            return verdict_from_scores("odd", "perceptual", [s.resolved_key() for s in samples],
-                                       [0.1] * len(samples), threshold=0.5, higher_is_better=True)
-    s = [EditSample(edited=torch.zeros(3, 4, 4), prompt="p", key="x")]
-    v1 = CachedJudge(Odd(threshold=0.5), ScoreCache(tmp_path))(s)
-    cj = CachedJudge(Odd(threshold=0.5), ScoreCache(tmp_path))
-    v2 = cj(s)
-    assert Odd.calls == 1 and not cj.separable and v1.to_dict()["success"] == v2.to_dict()["success"] == [True]
+def test_judges_may_not_override_call():
+    with pytest.raises(TypeError, match="__call__ is final"):
+        class Odd(Judge):  # noqa: F841
+            def __call__(self, samples):
+                return None
 
 
 def test_judge_decide_hook_matches_call():
     j = _mean_judge(threshold=0.5)
     s = [EditSample(edited=torch.full((3, 4, 4), 0.3), prompt="p", key="a")]
-    assert j(s) == j.decide(s, j.score(s))
+    a, b = j(s).to_dict(), j.decide(s, j.score(s)).to_dict()
+    assert a.pop("details")["cached"] == [False] and b.pop("details")  # the call says what came from the cache
+    assert a == b
     assert j.decide(["a"], [0.9]).success == (False,)
 
 
@@ -406,7 +418,7 @@ def test_kill9_then_rerun_equals_uninterrupted_run(tmp_path):
     cache = tmp_path / "cache"
     cmd, env = _cli(tmp_path, "out1", "--cache-dir", str(cache))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    cache_file = cache / "scores-v1.jsonl"
+    cache_file = cache / "scores-v2.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline:  # wait until a few batches are safely cached, then kill -9
         if cache_file.exists() and len(cache_file.read_bytes().splitlines()) >= 4:

@@ -119,12 +119,10 @@ def test_weight_free_metrics_work_with_downloads_blocked(metric, photos):
     ("iqa:piqe", {}),
     ("iqa:entropy", {}),
     ("iqa:niqe", "frames"),
-    ("offline:niqe", "frames"),
 ])
 def test_raw_scores_equal_pyiqa_create_metric(name, pyiqa_kwargs, photos, tmp_path):
     kw = {"pretrained_model_path": str(_frames_mat())} if pyiqa_kwargs == "frames" else {}
-    judge_kw = dict(kw) if name.startswith("iqa:") else {}
-    judge = create_judge(name, device="cpu", batch_size=3, **judge_kw)
+    judge = create_judge(name, device="cpu", batch_size=3, **kw)
     # different sizes and input types in one batch: a path, a PIL image, a uint8 array, tensors
     big = torch.nn.functional.interpolate(photos[1][None], size=(160, 200), mode="bilinear",
                                           antialias=True)[0]
@@ -135,7 +133,7 @@ def test_raw_scores_equal_pyiqa_create_metric(name, pyiqa_kwargs, photos, tmp_pa
     inputs = [str(path), pil, u8, big, photos[1], degrade(photos[1], "noise", 0.5, seed=3)]
     ours = judge.score([EditSample(edited=x, prompt="") for x in inputs]).numpy()
 
-    metric = pyiqa.create_metric(name.split(":")[1] if name.startswith("iqa:") else "niqe", device="cpu", **kw)
+    metric = pyiqa.create_metric(name.split(":")[1], device="cpu", **kw)
     theirs = np.array([float(metric(load_image(x)[None]).flatten()[0]) for x in inputs])
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
     assert len(set(np.round(ours, 4))) == len(inputs)  # the comparison is not vacuous
@@ -148,7 +146,7 @@ def test_local_weights_dir_recipe(tmp_path, photos):
     # the firewalled-user recipe: put the file under pyiqa's name in a folder, point weights_dir at it
     shutil.copy(_frames_mat(), tmp_path / "niqe_modelparameters.mat")
     j = create_judge("iqa:niqe", device="cpu", weights_dir=tmp_path, allow_download=False)
-    ref = create_judge("offline:niqe", device="cpu")
+    ref = create_judge("iqa:niqe", device="cpu", pretrained_model_path=_frames_mat())
     samples = [EditSample(edited=p, prompt="") for p in photos[:2]]
     np.testing.assert_allclose(j.score(samples).numpy(), ref.score(samples).numpy(), rtol=1e-6)
     with pytest.raises(FileNotFoundError, match="pretrained_model_path"):
@@ -156,7 +154,7 @@ def test_local_weights_dir_recipe(tmp_path, photos):
 
 
 # ------------------------------------------------------------------------------------------
-# offline BRISQUE reproduces the brisque package
+# offline:brisque param_set="brisque_pypi" reproduces the brisque package
 # ------------------------------------------------------------------------------------------
 
 def test_offline_brisque_equals_brisque_package_and_libsvm(photos):
@@ -176,7 +174,7 @@ def test_offline_brisque_equals_brisque_package_and_libsvm(photos):
 
     pkg = Numpy2Fixed()
     model = brisque_package_model()
-    judge = create_judge("offline:brisque")
+    judge = create_judge("offline:brisque", param_set="brisque_pypi")
     u8 = [(p.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for p in photos]
     ours = judge.score([EditSample(edited=a, prompt="") for a in u8]).numpy()
     theirs = np.array([pkg.score(a) for a in u8])
@@ -236,8 +234,10 @@ def test_small_images_abstain_or_resize_without_killing_the_batch(photos):
 def test_nan_and_unreadable_images_abstain_with_reasons(photos, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
-    flat = torch.full((3, 64, 64), 0.5)  # constant image: BRISQUE's AGGD fit is undefined
-    v = create_judge("offline:brisque", threshold=30.0)(
+    # constant image: the brisque package's AGGD fit is undefined (NaN). (pyiqa's BRISQUE, which
+    # param_set="live" uses, returns a finite, very poor score for it in float64.)
+    flat = torch.full((3, 64, 64), 0.5)
+    v = create_judge("offline:brisque", param_set="brisque_pypi", threshold=30.0)(
         [EditSample(edited=photos[0], prompt=""), EditSample(edited=flat, prompt=""),
          EditSample(edited=str(bad), prompt="")])
     assert v.abstained == (False, True, True)
@@ -280,7 +280,7 @@ def test_relative_decision_math_both_directions():
 
 
 def test_absolute_verdict_fields_and_card(photos):
-    card = ThresholdCard(judge="iqa:piqe", value=40.0, success_if="above", objective="youden")
+    card = create_judge("iqa:piqe", device="cpu").threshold_card(40.0, objective="youden")
     j = create_judge("iqa:piqe", device="cpu", card=card)
     samples = [EditSample(edited=p, prompt="", key=f"k{i}") for i, p in enumerate(photos[:2])]
     samples.append(EditSample(edited=degrade(photos[0], "blur", 1.0), prompt="", key="blurred"))
@@ -295,6 +295,10 @@ def test_absolute_verdict_fields_and_card(photos):
         create_judge("iqa:entropy", device="cpu")(samples)
     with pytest.raises(ValueError, match="direction"):
         create_judge("iqa:piqe", device="cpu", card=ThresholdCard(judge="x", value=1, success_if="below"))
+    # a PIQE card is refused by BRISQUE, naming both scorers (the issue's silent misuse)
+    with pytest.raises(ValueError, match=r"card for judge 'iqa:piqe' does not fit judge 'offline:brisque'.*"
+                                         r"scorer: card .*PyiqaJudge.*, judge .*OfflineBRISQUE"):
+        create_judge("offline:brisque", card=card)
 
 
 def test_relative_mode_verdict_and_missing_reference(photos):
@@ -376,8 +380,13 @@ def test_ratio_option_and_shipped_card_fallback(photos, tmp_path, monkeypatch):
     import isr_metric.cards as cards
 
     monkeypatch.setattr(cards, "CARDS_DIR", tmp_path)
-    ThresholdCard(judge="iqa:piqe", value=33.0, success_if="above").to_json(tmp_path / "iqa_piqe.json")
+    create_judge("iqa:piqe", device="cpu", threshold=1.0).threshold_card(33.0).to_json(tmp_path / "iqa_piqe.json")
     assert create_judge("iqa:piqe", device="cpu").threshold == 33.0
+    # ... but not for other options (it was fitted without resizing small images): no threshold, and why
+    j = create_judge("iqa:piqe", device="cpu", small="resize")
+    assert j.threshold is None
+    with pytest.raises(ValueError, match="shipped card 'iqa_piqe' was fitted with other options.*small"):
+        j([EditSample(edited=clean, prompt="")])
 
 
 @pytest.mark.parametrize("name", ["iqa:piqe", "offline:brisque", "offline:niqe"])
@@ -392,14 +401,23 @@ def test_offline_judges_default_to_their_shipped_synthetic_card(name):
 
 def test_options_that_change_scores_change_the_cache_key(tmp_path):
     """Two pyiqa judges whose weights or architecture options differ must never share cached scores."""
-    from isr_metric.cache import scorer_config
     from isr_metric.judges.offline_iqa import niqe_params_path
 
     mat = niqe_params_path()
     base = create_judge("iqa:niqe", device="cpu", pretrained_model_path=mat)
     other = create_judge("iqa:niqe", device="cpu", pretrained_model_path=mat, metric_options={"crop_border": 4})
-    assert scorer_config(base) != scorer_config(other)
-    assert scorer_config(base)["pretrained_model_path"] == str(mat)
-    # decision-only options (threshold, margin) keep the key: cached scores are re-decided
-    assert scorer_config(base) == scorer_config(create_judge("iqa:niqe", device="cpu", pretrained_model_path=mat,
-                                                             threshold=5.0))
+    assert base.identity_hash() != other.identity_hash()
+    # the weight file enters by content (machine-independent), not by path
+    copy = tmp_path / "copy.mat"
+    shutil.copy(mat, copy)
+    assert base.scorer_identity()["args"]["pretrained_model_path"] == {"file_sha256": _sha256(mat)}
+    assert create_judge("iqa:niqe", device="cpu", pretrained_model_path=copy).identity_hash() == base.identity_hash()
+    # decision-only options (threshold, margin, mode) keep the key: cached scores are re-decided
+    assert base.identity_hash() == create_judge("iqa:niqe", device="cpu", pretrained_model_path=mat,
+                                                threshold=5.0).identity_hash()
+
+
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()

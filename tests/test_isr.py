@@ -128,7 +128,8 @@ def test_stateful_isr_equals_functional_isr():
     r2 = isr([v_sem, v_per], clusters=clusters, seed=3)
     assert r1.isr == r2.isr and (r1.ci_low, r1.ci_high) == (r2.ci_low, r2.ci_high)
     assert [s.success for s in r1.per_sample] == [s.success for s in r2.per_sample]
-    assert r1.ci_method == "cluster_bootstrap" and r1.n_clusters == 4
+    assert r1.ci_method == "cluster_wilson" and r1.n_clusters == 4
+    assert r1.notes and "4 source image" in r1.notes[0] and "Note: only 4 source image" in r1.summary()
     # and the numbers are right: independent recomputation
     expect = [(float(s.edited[0].std()) < 0.25) or (float(s.edited.mean()) < 0.3) for s in samples]
     assert r1.isr == pytest.approx(np.mean(expect))

@@ -119,9 +119,12 @@ def test_protocol_scenarios_verdicts_retries_cache_and_key_hygiene(server, tmp_p
     # the key never reaches a file the judge wrote, a log record, a repr or a report
     _assert_no_key_anywhere(tmp_path, caplog, repr(judge), repr(judge.client), sem.to_json(), per.to_json(),
                             json.dumps(judge.describe()), str(vars(judge)), str(vars(judge.client)))
-    cache_lines = (tmp_path / "cache" / "mllm_answers.jsonl").read_text().splitlines()
-    rows = [json.loads(x) for x in cache_lines]
-    assert {r["template"] for r in rows} == {"v1"} and all(len(r["images"]) == 2 for r in rows)
+    # the shared score cache holds one answer per sample (both questions in it) and, marked
+    # transient (retried by the next run), the two abstentions of each run
+    rows = [json.loads(x) for x in (tmp_path / "cache" / "scores-v2.jsonl").read_text().splitlines()]
+    answers = [r["v"] for r in rows if r["v"] is not None]
+    assert len(answers) == 8 and all({"edit_accomplished", "degraded", "reason"} <= set(a) for a in answers)
+    assert [r.get("t") for r in rows if r["v"] is None] == [1, 1, 1, 1]
     assert caplog.records, "retries must be logged"
 
 

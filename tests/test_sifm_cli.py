@@ -12,13 +12,19 @@ pytest.importorskip("diffusers")
 from isr_metric.data import load_image  # noqa: E402
 from sifm_ref.api import save_png  # noqa: E402
 from sifm_ref.cli import main  # noqa: E402
-from .tiny_diffusion import build_tiny_pipeline  # noqa: E402
+from . import tiny_diffusion as td  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with td.single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
-    model = build_tiny_pipeline("ip2p", root / "model")
+    model = td.fixture_folder("ip2p")
     imgs = root / "images"
     g = torch.Generator().manual_seed(0)
     for name in ("cat", "dog"):
@@ -83,9 +89,9 @@ def test_cli_errors_are_readable(setup, capsys):
     root, model = setup
     rc = main(["immunize", "--editor", "ip2p", "--model", str(model), "--images", str(root / "images"),
                "--prompts", str(root / "edits.csv"), "--out", str(root / "x"), "--method", "sfim", "--steps", "1"])
-    # unknown method: every image fails with a suggestion, the batch finishes and reports
+    # unknown method: one line with a suggestion, before any image is touched
     err = capsys.readouterr().err
-    assert rc == 1 and "did you mean 'sifm'" in err
+    assert rc == 2 and "did you mean 'sifm'" in err and "Traceback" not in err
     (root / "bad.txt").write_text("one\ntwo\nthree\n")
     assert main(["immunize", "--editor", "ip2p", "--model", str(model), "--images", str(root / "images"),
                  "--prompts", str(root / "bad.txt"), "--out", str(root / "y")]) == 2
@@ -96,3 +102,24 @@ def test_cli_errors_are_readable(setup, capsys):
     assert main(["methods"]) == 0
     listing = capsys.readouterr().out
     assert "photoguard_diffusion" in listing and "StableDiffusion3Img2ImgPipeline" in listing
+
+
+def test_immunize_progress_bars_scheduler_and_step_decay(setup, capsys, monkeypatch):
+    """Progress over images and PGD steps on stderr; --scheduler swaps the checkpoint's scheduler
+    (recorded in the JSON); --step-decay is PhotoGuard's linear schedule; --device defaults to auto."""
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    root, model = setup
+    out = root / "progress"
+    capsys.readouterr()
+    assert main(["immunize", "--method", "advdm", "--model", str(model), "--images", str(root / "images"),
+                 "--prompts", str(root / "prompts.txt"), "--steps", "3", "--out", str(out), "--progress",
+                 "--scheduler", "ddim", "--step-decay", "linear", "--checkpoint-every", "0"]) == 0
+    cap = capsys.readouterr()
+    assert "images: 100%" in cap.err and "2/2" in cap.err and "3/3" in cap.err and "loss=" in cap.err
+    assert cap.out.count("saved linf=") == 2 and "eps 0.03 allows 7/255" in cap.out
+    meta = json.loads((out / "cat.json").read_text())
+    assert meta["scheduler"]["scheduler"] == "DDIMScheduler" and meta["step_decay"] == "linear"
+    assert meta["device"] == ("cuda" if torch.cuda.is_available() else meta["device"])
+    assert main(["immunize", "--model", str(model), "--images", str(root / "images"), "--out", str(root / "x2"),
+                 "--prompts", str(root / "prompts.txt"), "--steps", "1", "--scheduler", "nope"]) == 2
+    assert "unknown scheduler 'nope'" in capsys.readouterr().err

@@ -8,13 +8,18 @@ pytest.importorskip("diffusers")
 
 from sifm_ref.editors import (EditorLoadError, center_mask, get_editor_class, list_editors,  # noqa: E402
                               load_editor)
-from .tiny_diffusion import build_tiny_pipeline  # noqa: E402
+from . import tiny_diffusion as td  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with td.single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_editors")
-    return {k: build_tiny_pipeline(k, root / k) for k in ("ip2p", "img2img", "inpaint", "sd3")}
+def folders():
+    return {k: td.fixture_folder(k) for k in ("ip2p", "img2img", "inpaint", "sd3")}
 
 
 def _img(seed=0, n=1):
@@ -22,7 +27,7 @@ def _img(seed=0, n=1):
 
 
 def test_registry_lists_and_suggests():
-    assert set(list_editors()) == {"ip2p", "img2img", "inpaint", "sd3"}
+    assert set(list_editors()) == {"ip2p", "hqedit", "img2img", "inpaint", "sd3"}
     with pytest.raises(KeyError, match="did you mean 'ip2p'"):
         get_editor_class("ipp2p")
 
@@ -59,9 +64,9 @@ def test_denoise_is_differentiable_through_image_and_latents(folders):
     assert not any(p.requires_grad for p in ed.denoiser.parameters())  # weights frozen
 
 
-@pytest.mark.parametrize("kind", ["ip2p", "img2img", "inpaint", "sd3"])
-def test_edit_is_seeded_and_in_range(folders, kind):
-    ed = load_editor(kind, str(folders[kind]), **({"drop_t5": True} if kind == "sd3" else {}))
+@pytest.mark.parametrize("fixture", list(td.FIXTURES))
+def test_edit_is_seeded_and_in_range(fixture):
+    ed = td.shared_editor(fixture)
     x = _img(1, n=2)
     a = ed.edit(x, ["a", "b"], [0, 1], num_inference_steps=2)
     b = ed.edit(x, ["a", "b"], [0, 1], num_inference_steps=2)
@@ -89,13 +94,16 @@ def test_inpaint_conditioning_uses_mask(folders):
 
 def test_sd3_flow_matching_process(folders):
     ed = load_editor("sd3", str(folders["sd3"]), drop_t5=True)
-    z0 = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
-    noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    assert ed.pipe.text_encoder_3 is None and ed.encode_prompt(["a cat"]).embeds.shape[-1] == 32
+    z0 = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(ed.add_noise(z0, noise, 250), 0.75 * z0 + 0.25 * noise)
     assert torch.equal(ed.denoise_target(z0, noise, 250), noise - z0)
     cond = ed.encode_prompt(["a cat"])
     assert cond.pooled is not None and cond.pooled.shape[0] == 1
-    assert ed.default_feature_layers() == ("transformer_blocks.0", "transformer_blocks.1")
+    assert ed.default_feature_layers() == ("transformer_blocks.1", "transformer_blocks.2")  # n/4, n/2 of 4
+    # the pipeline would resize to its default size (64 px here, 1024 for SD3-medium): the edit keeps the image's
+    assert ed.edit(_img(), ["a cat"], [0], num_inference_steps=2).shape == (1, 3, 32, 32)
 
 
 def test_dtype_option(folders):
@@ -105,3 +113,35 @@ def test_dtype_option(folders):
     assert z.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype"):
         load_editor("img2img", str(folders["img2img"]), dtype="float8")
+
+
+def test_scheduler_option_swaps_from_config_and_unsupported_ones_say_what_to_do(folders):
+    ed = load_editor("img2img", str(folders["img2img"]), scheduler="euler_ancestral")
+    assert type(ed.scheduler).__name__ == "EulerAncestralDiscreteScheduler" and ed.process.family == "sigma"
+    assert ed.scheduler.config.beta_end == 0.012  # built from the checkpoint's config
+    with pytest.raises(EditorLoadError, match="unknown scheduler"):
+        load_editor("img2img", str(folders["img2img"]), scheduler="eulr")
+    with pytest.raises(EditorLoadError, match="scheduler='ddim'"):
+        load_editor("img2img", str(folders["img2img"]), scheduler="KDPM2DiscreteScheduler")
+
+
+def test_edit_options_and_device_auto(folders):
+    ed = load_editor("img2img", str(folders["img2img"]), device="auto",
+                     edit_options={"num_inference_steps": 4, "strength": 0.5})
+    assert ed.device.type == ("cuda" if torch.cuda.is_available() else ed.device.type)
+    assert ed.edit_defaults == {"num_inference_steps": 4, "guidance_scale": 7.5, "strength": 0.5}
+    assert len(ed.sampling_timesteps()) == 2  # int(4 * 0.5) steps, as the pipeline cuts them
+    with pytest.raises(ValueError, match="image_guidance_scale"):
+        load_editor("img2img", str(folders["img2img"]), edit_options={"image_guidance_scale": 1.5})
+
+
+@pytest.mark.parametrize("n,strength", [(10, 0.75), (20, 0.8), (3, 0.5), (28, 0.6)])
+def test_sampling_timesteps_are_the_pipelines(n, strength):
+    """The strength cut replicates each pipeline's own get_timesteps (SD rounds n*strength down to
+    an integer first, SD3 keeps it a float), e.g. n=10, strength=0.75 -> 7 steps for SD, 8 for SD3."""
+    for fixture in ("sd15_img2img", "sd3"):
+        ed = td.shared_editor(fixture)
+        view = ed._pipeline_view()
+        view.scheduler.set_timesteps(n)
+        theirs, _ = view.get_timesteps(n, strength, "cpu")
+        assert torch.equal(ed.sampling_timesteps(n, strength), theirs.cpu()), fixture

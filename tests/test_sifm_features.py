@@ -7,6 +7,7 @@ import torch
 pytest.importorskip("diffusers")
 
 from sifm_ref.features import FeatureTap, tap_features  # noqa: E402
+from . import tiny_diffusion as td  # noqa: E402
 from .tiny_diffusion import tiny_unet  # noqa: E402
 
 
@@ -76,3 +77,35 @@ def test_run_outside_context_and_unreached_tap(unet):
     with FeatureTap(unet, ["mid_block"]) as tap:
         with pytest.raises(RuntimeError, match="never ran"):
             tap.run(lambda: None)
+
+
+@pytest.mark.parametrize("fixture", list(td.FIXTURES))
+def test_early_exit_on_every_fixture_equals_the_full_forward(fixture):
+    """The editor's default taps (UNet blocks; SD3: the image stream of transformer blocks): early
+    exit gives the same features and gradient as the whole denoiser, and runs fewer blocks."""
+    from sifm_ref.attacks import create_method
+
+    ed = td.shared_editor(fixture)
+    x = td.photo8(4)
+    with td.single_thread():
+        objs = {e: create_method("sifm", ed, num_inference_steps=3, early_exit=e) for e in (True, False)}
+        z = ed.process.model_input(ed.encode_image(x), torch.randn(1, *ed.encode_image(x).shape[1:],
+                                                                     generator=torch.Generator().manual_seed(0)),
+                                   objs[True].sampler.timesteps[0], 3)
+        cond, ic = ed.encode_prompt(["a cat"]), ed.image_conditioning(x)
+        got, last_ran = {}, {}
+        last = dict(ed.denoiser.named_modules())["proj_out" if ed.name == "sd3" else "conv_out"]
+        for e, m in objs.items():
+            ran = []
+            h = last.register_forward_hook(lambda *a, ran=ran: ran.append(1))
+            zz = z.clone().requires_grad_(True)
+            try:
+                feats = m.features(zz, objs[True].sampler.timesteps[:1], cond, ic)
+            finally:
+                h.remove()
+            g, = torch.autograd.grad(sum(f.abs().mean() for f in feats.values()), zz)
+            got[e], last_ran[e] = (feats, g), bool(ran)
+    assert last_ran == {True: False, False: True}
+    for name in objs[True].layers:
+        assert torch.equal(got[True][0][name], got[False][0][name]), name
+    assert torch.allclose(got[True][1], got[False][1], atol=1e-6)

@@ -128,3 +128,33 @@ def test_bad_objective_and_inputs():
         pgd(x, lambda xa, g: xa.sum(), PGDConfig(steps=1))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         pgd(x * 255, lambda xa, g: xa.flatten(1).sum(1), PGDConfig(steps=1))
+
+
+def test_projection_in_the_quantised_domain_uses_exactly_the_saveable_budget():
+    """eps = 0.03 around an 8-bit source allows 7 levels (0.0275): with quantize=True every iterate
+    stays within those 7 levels, so the saved PNG holds what PGD optimized (nothing is cut later)."""
+    from sifm_ref.attacks.pgd import levels_in_budget
+
+    x = _image()
+    grow = lambda xa, g: -xa.flatten(1).sum(1)  # noqa: E731 - pushes every pixel up to its bound
+    q = pgd(x, grow, PGDConfig(eps=0.03, steps=12, step_size=0.004))
+    free = x < 1 - 0.03
+    assert levels_in_budget(0.03) == 7 and levels_in_budget(from_255(8)) == 8
+    assert max(q.linf_float) <= 7 / 255 + 1e-7  # the float iterate never left the quantised domain
+    assert torch.allclose(q.delta[free], torch.full_like(q.delta[free], 7 / 255), atol=1e-6)
+    assert q.linf == pytest.approx([7 / 255] * 2, abs=1e-7)
+    plain = pgd(x, grow, PGDConfig(eps=0.03, steps=12, step_size=0.004, quantize=False))
+    assert max(plain.linf_float) == pytest.approx(0.03, abs=1e-6)  # beyond what an 8-bit file can hold
+    asked8 = pgd(x, grow, PGDConfig(eps=from_255(8), steps=12, step_size=0.004))
+    assert asked8.linf == pytest.approx([8 / 255] * 2, abs=1e-7)
+
+
+def test_photoguard_linear_step_decay():
+    x = torch.full((1, 3, 4, 4), 0.5)
+    cfg = PGDConfig(eps=0.05, steps=4, step_size=0.01, quantize=False, step_decay="linear")
+    res = pgd(x, lambda xa, g: xa.flatten(1).sum(1), cfg)
+    alphas = [0.01 - (0.01 - 0.0001) / 4 * i for i in range(4)]  # PhotoGuard's schedule
+    assert [cfg.alpha_at(i) for i in range(4)] == pytest.approx(alphas)
+    assert torch.allclose(res.delta, torch.full_like(x, -sum(alphas)))
+    with pytest.raises(ValueError, match="step_decay"):
+        PGDConfig(step_decay="cosine")

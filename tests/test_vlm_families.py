@@ -14,6 +14,7 @@ from PIL import Image
 
 from isr_metric import EditSample, create_judge
 from isr_metric.judges import vqa
+from isr_metric.judges._local import to_pil as _to_pil
 from isr_metric.judges.vqa import DEFAULT_QUESTION
 
 from .families import REFUSED_FAMILIES, VLM_FAMILIES, built
@@ -132,6 +133,7 @@ def _ratio(probs, yes, no):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_p_yes_is_read_at_the_first_generated_position(name, tmp_path_factory):
     j = _judge(name, tmp_path_factory, batch_size=3)
+    j.cache = None  # an empty score cache: the batch below is computed
     images = [_pil(70, 90, seed=1), _pil(40, 40, seed=2), _pil(30, 120, seed=3)]  # odd sizes and ratios
     targets = ["a cat", "a dog in the snow", "a red car on a sunny street"]
     samples = [EditSample(_tensor(im), t, key=t) for im, t in zip(images, targets)]
@@ -193,26 +195,58 @@ def test_an_unverified_family_loads_with_a_warning(tmp_path_factory, monkeypatch
 
 
 def test_right_padding_is_refused_not_read(tmp_path_factory):
+    """A right-padded batch is never read (the last position would be padding); the scoring layer
+    then scores its requests one by one, which needs no padding, so the scores are still right."""
     j = create_judge("vqa", model=str(built("llava_15", tmp_path_factory)), device="cpu", batch_size=2)
     j.tokenizer.padding_side = "right"
-    samples = [EditSample(torch.rand(3, 28, 28), "a cat", key="a"),
-               EditSample(torch.rand(3, 28, 28), "a red car on a sunny street", key="b")]
+    gen = torch.Generator().manual_seed(3)
+    samples = [EditSample(torch.rand(3, 28, 28, generator=gen), "a cat", key="a"),
+               EditSample(torch.rand(3, 28, 28, generator=gen), "a red car on a sunny street", key="b")]
     with pytest.raises(RuntimeError, match="padded the batch on the right"):
-        j(samples)
+        j._yes_probability([_to_pil(s.edited) for s in samples], [j.prompt_for(s) for s in samples])
+    one_by_one = create_judge("vqa", model=str(built("llava_15", tmp_path_factory)), device="cpu", batch_size=1)
+    assert j.score(samples).tolist() == pytest.approx(one_by_one.score(samples).tolist(), abs=1e-6)
 
 
-def test_every_judge_fixture_entry_creates_and_scores(tmp_path):
-    """The table the generic every-judge test runs over: each entry's options create its judge and
-    score an image (the two 600 MB ViT-B-32 entries are loaded this same way in test_clip_families)."""
-    from .families import JUDGE_FIXTURES
+def test_every_family_is_a_judge_fixture_of_the_generic_test():
+    """The table the generic every-judge test (tests/test_judges_generic.py) runs over has every
+    VLM family and every CLIP fixture; there each entry is created (with no UserWarning: every listed
+    family is a verified one), scores, and re-decides from cached scores without a model call."""
+    from .families import CLIP_FIXTURES, JUDGE_FIXTURES
+    from .test_judges_generic import CASES
 
-    assert {k.split("@", 1)[1] for k in JUDGE_FIXTURES} >= set(FAMILIES)
-    for key, builder in JUDGE_FIXTURES.items():
-        if "ViT-B-32" in key or "clip-vit-base-patch32" in key:
-            continue
-        name, options = builder(tmp_path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", UserWarning)  # every listed family is a verified one
-            judge = create_judge(name, **options)
-        v = judge([EditSample(torch.rand(3, 40, 52), "a cat", key="k")])
-        assert len(v.scores) == 1 and not v.abstained[0] and 0.0 <= abs(v.scores[0]) <= 1.0, key
+    assert {k for k in JUDGE_FIXTURES if k.startswith("vqa@")} == {f"vqa@{n}" for n in FAMILIES}
+    assert {k.split("@", 1)[1] for k in JUDGE_FIXTURES if k.startswith("clip@")} == set(CLIP_FIXTURES)
+    assert all(VLM_FAMILIES[n].model_type in vqa.VERIFIED_FAMILIES for n in FAMILIES)
+    for key, (judge, _) in JUDGE_FIXTURES.items():
+        assert CASES[key].judge == judge and CASES[key].family, key
+
+
+def test_the_registry_names_every_verified_family():
+    from isr_metric.registry import get_spec
+
+    text = get_spec("vqa").description
+    for family, label in vqa.VERIFIED_FAMILIES.items():
+        assert label.split(" (")[0] in text, family
+    assert "PaliGemma" in text and all(w in get_spec("clip-hf").description for w in ("SigLIP", "SigLIP 2"))
+
+
+def test_scorer_identity_holds_what_changes_scores_and_details_name_the_tokens(tmp_path_factory):
+    """Every constructor argument that changes P(yes) keys the score cache; execution and decision
+    options do not; the family and the answer tokens are reported in the verdict, not keyed."""
+    folder = str(built("llava_15", tmp_path_factory))
+    j = _judge("llava_15", tmp_path_factory)
+    ident = j.scorer_identity()
+    assert ident["version"] == "2"  # yes/no ids read in context (issue 17): older cached scores are not reused
+    assert {"model", "question", "yes_words", "no_words", "system_prompt", "dtype", "revision",
+            "trust_remote_code"} == set(ident["args"])
+    assert set(ident["args"]["model"]) == {"dir_sha256"}
+    same = create_judge("vqa", model=folder, device="cpu", batch_size=1, threshold=0.2, name="vqa@other")
+    assert same.identity_hash() == j.identity_hash()
+    for changed in ({"question": "Is this {target}? Answer yes or no."}, {"yes_words": ("yes",)},
+                    {"system_prompt": "Answer briefly."}, {"dtype": "bfloat16"}):
+        assert create_judge("vqa", model=folder, device="cpu", **changed).identity_hash() != j.identity_hash(), changed
+    v = j([EditSample(torch.rand(3, 40, 52), "a cat", key="k")])
+    assert v.details["family"] == "llava" and set(v.details["yes_tokens"]) == set(VLM_FAMILIES["llava_15"].yes_tokens)
+    assert set(v.details["no_tokens"]) == set(VLM_FAMILIES["llava_15"].no_tokens)
+    assert v.details["yes_no_mass"][0] > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from isr_metric import EditSample, ThresholdCard, create_judge
+from isr_metric import EditSample, create_judge
 from isr_metric.judges.vqa import answer_token_ids
 
 from .tiny_models import build_llava, tiny_images
@@ -88,7 +88,8 @@ def test_direction_with_known_answers(llava_dir):
     v = j(_samples())
     assert v.scores[0] > 0.99 and v.scores[1] < 0.01 and v.scores[2] < 0.01
     assert v.success == (False, True, True)  # success = the model says the image does NOT show the target
-    card = ThresholdCard(judge="vqa", value=0.999999, success_if="below")
+    card = j.threshold_card(0.999999)  # bound to this judge's scorer identity
+    assert card.judge == "vqa" and card.success_if == "below"
     j2 = create_judge("vqa", model=str(llava_dir), device="cpu", card=card)
     j2.model = _ScriptedLM(tok, j.yes_ids[0], j.no_ids[0])
     assert j2(_samples()).threshold == pytest.approx(0.999999)

@@ -24,6 +24,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--card", required=True, help="threshold card (JSON path or shipped card name)")
     add_judge_arguments(p, required=False)
     p.add_argument("--out", metavar="agreement.json", help="write the agreement report here")
+    p.add_argument("--force-card", action="store_true",
+                   help="score with the judge even when the card was fitted for another scorer identity or mode")
     add_bootstrap_arguments(p)
     return p
 
@@ -45,6 +47,14 @@ def run(args) -> int:
             args.judge_option = [f"{k}={json.dumps(v)}" for k, v in card.options.items()] + list(args.judge_option)
         table = read_table(args)
         judge, _ = load_scores(args, table, judge_name=name)
+        if judge is not None and not args.force_card:
+            from ..judges.base import card_mismatches
+
+            problems = card_mismatches(card, judge)
+            if problems:
+                raise ValueError(f"card {args.card} was fitted for judge {card.judge!r} but the scores come from "
+                                 f"judge {judge.name!r} with other settings: " + "; ".join(problems)
+                                 + "; pass --force-card to compare anyway")
         if args.direction is None:
             args.direction = "higher" if card.success_if == "below" else "lower"
         hib = resolve_direction(args, judge, name)

@@ -34,6 +34,10 @@ def add_judge_arguments(p: argparse.ArgumentParser, *, required: bool = True) ->
                         "direction. Needed with --score-column when the registry cannot tell.")
     p.add_argument("--label-column", default="label", help="column holding the labels (default: label)")
     p.add_argument("--batch-size", type=int, default=16, help="samples per judge call")
+    p.add_argument("--device", default=None, help="torch device for a judge that takes one (cpu, cuda, cuda:1, mps)")
+    from .evaluate import add_cache_options
+
+    add_cache_options(p)
 
 
 def add_bootstrap_arguments(p: argparse.ArgumentParser) -> None:
@@ -104,17 +108,25 @@ def resolve_direction(args, judge: Any, name: str) -> bool:
     return declared
 
 
+def make_judge(args, judge_name: str, options: Dict[str, Any]):
+    """The judge of a calibration command, options checked before it is built."""
+    from .evaluate import build_judges
+
+    return build_judges([judge_name], {judge_name: dict(options)}, device=args.device,
+                        batch_size=args.batch_size, need_decision=False)[0]
+
+
 def load_scores(args, table, *, judge_name: str) -> Tuple[Any, Dict[str, Any]]:
-    """Fill ``table.scores`` (running the judge when there is no score column). Returns the judge
-    (or None) and the judge options."""
+    """Fill ``table.scores`` (running the judge through the shared score cache when there is no
+    score column). Returns the judge (or None) and the judge options."""
     from ..labels import parse_judge_options, row_sample, score_rows
-    from ..registry import create_judge
+    from .evaluate import open_cache
 
     options = parse_judge_options(args.judge_option)
     if args.score_column:
         _check_rows_left(table)
         return None, options
-    judge = create_judge(judge_name, **options)
+    judge = make_judge(args, judge_name, options)
     samples, keep = [], []
     bad = []
     for i, (row, key) in enumerate(zip(table.rows, table.keys)):
@@ -125,7 +137,7 @@ def load_scores(args, table, *, judge_name: str) -> Tuple[Any, Dict[str, Any]]:
             bad.append((i, str(e)))
     for i, why in reversed(bad):
         table.drop(i, why)
-    results = score_rows(judge, samples, batch_size=args.batch_size)
+    results = score_rows(judge, samples, cache=open_cache(args))
     table.scores = [v if v is not None else float("nan") for v, _ in results]
     for i in reversed(range(len(results))):
         if results[i][1] is not None:
@@ -192,7 +204,7 @@ def run(args) -> int:
                                   n_boot=args.n_boot, confidence=args.confidence, seed=args.seed,
                                   min_per_class=args.min_per_class)
         cal.fit(table.scores, table.labels, keys=table.keys)
-    except (CalibrationError, LabelError, ValueError, KeyError, MissingExtraError) as e:
+    except (CalibrationError, LabelError, ValueError, KeyError, FileNotFoundError, MissingExtraError) as e:
         if "table" in locals():
             print_skipped("calibrate", table.skipped)
         return error("calibrate", str(e).strip('"'))
@@ -214,6 +226,10 @@ def run(args) -> int:
         card = dataclasses.replace(card, judge=args.judge)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     card.to_json(args.out)
+    if not card.scorer_hash:
+        print(f"isr calibrate: note: the card is not bound to a scorer identity (the scores came from column "
+              f"{args.score_column!r}, not from running the judge); judges refuse it unless --force-card / "
+              "force_card=True. Run without --score-column to bind it.", file=sys.stderr)
     report = cal.report() | {"judge": args.judge, "card": str(args.out), "skipped": table.skipped,
                              "fitted_on": fitted_on}
     write_outputs(args, report, lambda: __import__("isr_metric.calibration_plots", fromlist=["x"])

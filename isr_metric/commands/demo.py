@@ -34,6 +34,9 @@ def run(args) -> int:
 
     out = Path(args.out)
     try:
+        from ..registry import check_device
+
+        check_device(args.device, where="--device")
         manifest = build_demo_set(out / "data", size=args.size, seed=args.seed)
         judges = demo_judges(device=args.device, with_clip=args.with_clip)
     except MissingExtraError as e:

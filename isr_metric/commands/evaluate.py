@@ -2,13 +2,32 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import inspect
 import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
+
+
+def add_cache_options(p: argparse.ArgumentParser) -> None:
+    """``--cache-dir`` / ``--no-cache`` / ``--reuse-abstentions``: every command that scores images
+    reads and writes the same score cache."""
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--cache-dir", default=None,
+                       help="score cache folder (default $ISR_CACHE_DIR or ~/.cache/isr-metric); shared by "
+                            "evaluate, calibrate, agreement, label and demo")
+    cache.add_argument("--no-cache", action="store_true",
+                       help="neither read nor write the score cache (scores are kept in memory for this run)")
+    p.add_argument("--reuse-abstentions", action="store_true",
+                   help="serve cached transient abstentions (API errors, timeouts) too (default: retry them)")
+
+
+def open_cache(args):
+    """The :class:`~isr_metric.cache.ScoreCache` the options ask for."""
+    from ..cache import ScoreCache
+
+    if getattr(args, "no_cache", False):
+        return ScoreCache.in_memory()
+    return ScoreCache(args.cache_dir, reuse_abstentions=getattr(args, "reuse_abstentions", False))
 
 
 def add_common_options(p: argparse.ArgumentParser) -> None:
@@ -21,12 +40,7 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
                    help="how abstaining judges count inside a group (see docs/isr.md)")
     p.add_argument("--device", default=None, help="torch device for judges that take one (cpu, cuda, cuda:1, mps)")
     p.add_argument("--batch-size", type=int, default=16, help="rows per batch (default 16)")
-    cache = p.add_mutually_exclusive_group()
-    cache.add_argument("--cache-dir", default=None,
-                       help="score cache folder (default $ISR_CACHE_DIR or ~/.cache/isr-metric)")
-    cache.add_argument("--no-cache", action="store_true", help="neither read nor write the score cache")
-    p.add_argument("--reuse-abstentions", action="store_true",
-                   help="serve cached abstentions too (default: retry them)")
+    add_cache_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed for the bootstrap and torch (default 0)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval confidence (default 0.95)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (default 2000)")
@@ -54,27 +68,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="judges by registry name (see `isr judges`); comma list or repeated")
     p.add_argument("--judge-option", action="append", default=[], metavar="NAME:KEY=VALUE",
                    help="an option for one judge, VALUE parsed as JSON when it can be (repeatable)")
-    p.add_argument("--card", action="append", default=[], metavar="NAME=CARD",
-                   help="threshold card (JSON path or shipped card name) for one judge (repeatable)")
-    p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE.py",
-                   help="import a module (or .py file) that registers extra judges (repeatable)")
+    p.add_argument("--card", action="append", default=[], metavar="[NAME=]CARD",
+                   help="threshold card (JSON path or shipped card name) for judge NAME (repeatable); "
+                        "without NAME= it goes to the judge the card names")
+    p.add_argument("--force-card", action="store_true",
+                   help="use the --card cards even when they were fitted for another scorer identity or mode")
     add_common_options(p)
     return p
-
-
-def load_plugin(spec: str) -> None:
-    """Import ``spec``: a path to a ``.py`` file or a dotted module name."""
-    path = Path(spec)
-    if spec.endswith(".py") or path.is_file():
-        if not path.is_file():
-            raise FileNotFoundError(f"--plugin {spec}: file not found")
-        name = f"isr_plugin_{abs(hash(str(path.resolve())))}"
-        mod_spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(mod_spec)
-        sys.modules[name] = module
-        mod_spec.loader.exec_module(module)
-    else:
-        importlib.import_module(spec)
 
 
 def _parse_value(v: str) -> Any:
@@ -84,7 +84,11 @@ def _parse_value(v: str) -> Any:
         return v
 
 
-def parse_judge_options(items: Sequence[str], cards: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+def parse_judge_options(items: Sequence[str], cards: Sequence[str], *,
+                        judges: Sequence[str] = ()) -> Dict[str, Dict[str, Any]]:
+    """``--judge-option NAME:KEY=VALUE`` and ``--card [NAME=]CARD`` -> {judge: {option: value}}.
+    A card given without ``NAME=`` goes to the judge it names (its ``judge`` field), which must be
+    one of ``judges``."""
     out: Dict[str, Dict[str, Any]] = {}
     for it in items:
         # judge names may contain ':' (iqa:piqe): the key follows the last ':' before '='
@@ -95,44 +99,78 @@ def parse_judge_options(items: Sequence[str], cards: Sequence[str]) -> Dict[str,
         out.setdefault(name, {})[k.strip()] = _parse_value(v)
     for it in cards:
         name, eq, card = it.rpartition("=")
-        if not eq or not name:
-            raise ValueError(f"--card {it!r}: expected NAME=CARD.json")
+        if not eq:
+            from ..cards import load_card
+
+            card = it
+            try:
+                name = load_card(card).judge
+            except (FileNotFoundError, ValueError) as e:
+                raise ValueError(f"--card {it}: {e}") from None
+            if judges and name not in judges:
+                raise ValueError(f"--card {it}: the card is for judge {name!r}, which is not in --judges "
+                                 f"{', '.join(judges)}; pass --card NAME={it} to give it to another judge")
+        elif not name:
+            raise ValueError(f"--card {it!r}: expected [NAME=]CARD.json")
         out.setdefault(name, {})["card"] = card
     return out
 
 
-def _accepts(factory: Any, param: str) -> bool:
-    try:
-        sig = inspect.signature(factory)
-    except (TypeError, ValueError):
-        return False
-    if param in sig.parameters:
-        return True
-    from ..judges.base import Judge
-
-    has_var = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
-    return has_var and param == "batch_size" and inspect.isclass(factory) and issubclass(factory, Judge)
-
-
 def build_judges(names: Sequence[str], options: Dict[str, Dict[str, Any]], *, device=None,
-                 batch_size=None) -> List[Any]:
-    from ..registry import create_judge, get_spec
+                 batch_size=None, force_card: bool = False, need_decision: bool = True) -> List[Any]:
+    """Create the judges of a command line. Every option is checked against the judge's signature
+    before it is constructed (nothing is loaded when one is wrong), and every judge must be able
+    to decide (a threshold, a card or a relative mode) before any image is scored (unless
+    ``need_decision=False``: calibration needs raw scores only)."""
+    from ..registry import accepted_options, check_device, create_judge, get_spec
 
+    check_device(device, where="--device")
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ValueError(f"options given for judge(s) {unknown} that are not in --judges {list(names)}")
     judges = []
     for name in names:
         spec = get_spec(name)
         opts = dict(options.get(name, {}))
-        factory = spec.resolve_factory() if not spec.missing_modules() else None
-        if factory is not None:
-            if device is not None and "device" not in opts and _accepts(factory, "device"):
+        if force_card and "card" in opts:
+            opts["force_card"] = True
+        if not spec.missing_modules():
+            import inspect
+
+            factory = spec.resolve_factory()
+            got = accepted_options(factory)
+            # pass the command's --device / --batch-size only where the judge surely takes them
+            accepts = (lambda k: got is not None and (k in got[0] or (got[1] and inspect.isclass(factory))))
+            if device is not None and "device" not in opts and accepts("device"):
                 opts["device"] = device
-            if batch_size is not None and "batch_size" not in opts and _accepts(factory, "batch_size"):
+            if batch_size is not None and "batch_size" not in opts and accepts("batch_size"):
                 opts["batch_size"] = batch_size
         judges.append(create_judge(name, **opts))
-    unknown = sorted(set(options) - set(names))
-    if unknown:
-        raise ValueError(f"options given for judge(s) {unknown} that are not in --judges {list(names)}")
+    for j in judges if need_decision else ():
+        try:
+            j.check_ready()
+        except ValueError as e:
+            raise ValueError(f"{e} (CLI: --judge-option {j.name}:threshold=VALUE or --card {j.name}=CARD.json)") from None
     return judges
+
+
+def check_rules(names: Sequence[str], options: Dict[str, Dict[str, Any]], args) -> None:
+    """Refuse an impossible rule (``3-of-2``) before any judge is built: group sizes come from the
+    registry's kinds."""
+    from ..isr import parse_rule
+    from ..registry import get_spec
+
+    kinds = [options.get(n, {}).get("kind", get_spec(n).kind) for n in names]
+    for group, flag, rule in (("semantic", "--semantic-rule", args.semantic_rule or args.rule),
+                              ("perceptual", "--perceptual-rule", args.perceptual_rule or args.rule)):
+        n = kinds.count(group)
+        if n:
+            try:
+                parse_rule(rule, n)
+            except ValueError as e:
+                where = flag if (args.semantic_rule if group == "semantic" else args.perceptual_rule) else "--rule"
+                raise ValueError(f"{where} {rule}: {e} ({n} {group} judge(s): "
+                                 f"{', '.join(x for x, k in zip(names, kinds) if k == group)})") from None
 
 
 def split_names(values: Sequence[str]) -> List[str]:
@@ -157,12 +195,11 @@ def run_pipeline(args, manifest, judges, *, title: str) -> Tuple[int, Any]:
     """Shared by evaluate and demo: evaluate, write the reports, print the summary."""
     import torch
 
-    from ..cache import ScoreCache
     from ..evaluate import DEFAULT_MAX_PIXELS, evaluate, write_outputs
     from ..legacy import create_legacy
 
     torch.manual_seed(args.seed)
-    cache = None if args.no_cache else ScoreCache(args.cache_dir, reuse_abstentions=args.reuse_abstentions)
+    cache = open_cache(args)
     legacy = create_legacy(args.legacy.split(","), thresholds=parse_thresholds(args.legacy_threshold),
                            device=args.device or "cpu")
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
@@ -175,11 +212,8 @@ def run_pipeline(args, manifest, judges, *, title: str) -> Tuple[int, Any]:
     r = ev.report
     print(r.summary())
     calls = ", ".join(f"{k}={v}" for k, v in ev.model_calls.items())
-    if cache is not None:
-        print(f"{ev.n_cached_rows} of {ev.n_judged_rows} rows came from the cache ({cache.path}); "
-              f"model calls this run: {calls}")
-    else:
-        print(f"cache off; model calls this run: {calls}")
+    where = f"the cache ({cache.path})" if cache.path is not None else "this run's memory (--no-cache)"
+    print(f"{ev.n_cached_rows} of {ev.n_judged_rows} rows came from {where}; model calls this run: {calls}")
     if r.failures:
         print(f"{len(r.failures)} row(s) could not be judged (reasons in report.html / report.json):")
         for f in r.failures[:10]:
@@ -196,21 +230,26 @@ def run_pipeline(args, manifest, judges, *, title: str) -> Tuple[int, Any]:
 
 
 def run(args) -> int:
-    from ..data import ManifestError
+    from ..data import ManifestError, load_manifest
+    from ..judges.base import CardMismatchError
+    from ..judges.iqa import WeightsUnavailableError
 
     try:
-        for plug in args.plugin:
-            load_plugin(plug)
         names = split_names(args.judges)
         if not names:
-            print("error: give at least one judge with --judges NAME (see `isr judges`)", file=sys.stderr)
-            return 2
-        judges = build_judges(names, parse_judge_options(args.judge_option, args.card),
-                              device=args.device, batch_size=args.batch_size)
-        from ..data import load_manifest
-
+            raise ValueError("give at least one judge with --judges NAME (see `isr judges`)")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"--judges lists {', '.join(dup)} twice; give each judge once")
+        options = parse_judge_options(args.judge_option, args.card, judges=names)
+        check_rules(names, options, args)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         manifest = load_manifest(args.manifest)
-    except (KeyError, ValueError, FileNotFoundError, ImportError, ManifestError) as e:
+        judges = build_judges(names, options, device=args.device, batch_size=args.batch_size,
+                              force_card=args.force_card)
+    except (KeyError, ValueError, FileNotFoundError, ImportError, ManifestError, CardMismatchError,
+            WeightsUnavailableError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -40,6 +40,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--subset", type=int, help="label a random subset of this many rows")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset draw (recorded)")
     p.add_argument("--batch-size", type=int, default=8, help="samples per judge call")
+    p.add_argument("--device", default=None, help="torch device for a judge that takes one (cpu, cuda, cuda:1, mps)")
+    from .evaluate import add_cache_options
+
+    add_cache_options(p)
     p.add_argument("--out", required=True, metavar="labels.csv", help="where to write the label table")
     return p
 
@@ -87,14 +91,16 @@ def _judge(args) -> int:
 
     from ..data import ManifestError, load_manifest
     from ..labels import parse_judge_options, score_rows, write_label_table
-    from ..registry import MissingExtraError, create_judge
+    from ..registry import MissingExtraError
+    from .evaluate import build_judges, open_cache
 
     if not args.judge:
         return error("label", "pass --judge NAME (a judge that returns verdicts, e.g. mllm) or --import HUMAN.csv")
     try:
         manifest = load_manifest(args.manifest)
-        judge = create_judge(args.judge, **parse_judge_options(args.judge_option))
-    except (ManifestError, ValueError, KeyError, MissingExtraError) as e:
+        judge = build_judges([args.judge], {args.judge: parse_judge_options(args.judge_option)},
+                             device=args.device, batch_size=args.batch_size)[0]
+    except (ManifestError, ValueError, KeyError, FileNotFoundError, MissingExtraError) as e:
         return error("label", str(e).strip('"'))
     rows = manifest.rows
     n = len(rows)
@@ -115,7 +121,7 @@ def _judge(args) -> int:
             continue
         samples.append(row.to_sample())
         kept.append(row)
-    results = score_rows(judge, samples, batch_size=args.batch_size, verdicts=True)
+    results = score_rows(judge, samples, cache=open_cache(args), verdicts=True)
     out_dir = Path(args.out).resolve().parent
     out_rows = []
     for row, (value, reason) in zip(kept, results):

@@ -9,15 +9,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..data import ImageLoadError, load_image
-from ..types import EditSample, Verdict
-from .base import Judge, threshold_decision
+from ..data import ImageLoadError
+from ..scoring import Abstain, ImageRef, SampleProblem
+from .base import Judge
 
-__all__ = ["LocalModelJudge", "SampleProblem", "resolve_device", "resolve_dtype", "to_pil"]
-
-
-class SampleProblem(Exception):
-    """Raised while preparing one sample; the sample abstains with this message as reason."""
+__all__ = ["LocalModelJudge", "SampleProblem", "resolve_device", "resolve_dtype", "to_pil", "load_refs"]
 
 
 def resolve_device(device: Optional[str]) -> torch.device:
@@ -47,80 +43,35 @@ def to_pil(img: torch.Tensor):
     return Image.fromarray(arr, mode="RGB")
 
 
-def load_field(sample: EditSample, field: str) -> torch.Tensor:
-    """Load ``sample.<field>`` as a ``(3, H, W)`` tensor or raise :class:`SampleProblem`."""
-    value = getattr(sample, field)
-    if value is None:
-        raise SampleProblem(f"sample has no '{field}' image")
-    try:
-        return load_image(value, name=f"{field} of sample {sample.key or ''}".strip())
-    except ImageLoadError as e:
-        raise SampleProblem(str(e)) from None
+def load_refs(refs: Sequence[ImageRef]) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """Decode unique images: ``({digest: (3, H, W) tensor}, {digest: reason})``."""
+    ok: Dict[str, torch.Tensor] = {}
+    bad: Dict[str, str] = {}
+    for r in refs:
+        if r.digest in ok or r.digest in bad:
+            continue
+        try:
+            ok[r.digest] = r.load()
+        except ImageLoadError as e:
+            bad[r.digest] = str(e)
+    return ok, bad
 
 
 class LocalModelJudge(Judge):
-    """A judge whose batches can abstain per sample with a reason.
-
-    Subclasses implement ``_score_batch_reasons(samples) -> (scores, reasons)`` where a NaN score
-    comes with a reason; :meth:`mode` and :meth:`_decision` describe the decision.
-    """
-
-    mode: str = "absolute"
-
-    def _score_batch_reasons(self, samples: Sequence[EditSample]) -> Tuple[List[float], List[Optional[str]]]:
-        raise NotImplementedError  # pragma: no cover
-
-    def _score_batch(self, samples: Sequence[EditSample]) -> torch.Tensor:
-        scores, _ = self._score_batch_reasons(samples)
-        return torch.tensor(scores, dtype=torch.float64)
-
-    def score_with_reasons(self, samples: Sequence[EditSample]) -> Tuple[List[float], List[Optional[str]]]:
-        """Raw scores (NaN where abstained) and per-sample abstention reasons."""
-        samples = list(samples)
-        scores: List[float] = []
-        reasons: List[Optional[str]] = []
-        starts: Any = range(0, len(samples), self.batch_size)
-        if self.progress and len(samples) > self.batch_size:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc=self.name, unit="batch")
-        for i in starts:
-            s, r = self._score_batch_reasons(samples[i:i + self.batch_size])
-            scores += [float(x) for x in s]
-            reasons += list(r)
-        return scores, reasons
-
-    def _decision(self) -> Tuple[float, str]:
-        """(threshold, success_if) applied to the score; raises if no threshold is set."""
-        if self.threshold is None:
-            raise ValueError(
-                f"judge {self.name!r} (mode {self.mode!r}) has no threshold: pass threshold=<value in "
-                "raw-score units> or card=<card.json>, or fit one with `isr calibrate`"
-            )
-        return self.threshold, self.success_if
+    """A judge running a local model: its verdicts name the model, backend and dtype."""
 
     def _details(self) -> Dict[str, Any]:
-        d = {"model": self.model_id, "backend": self.backend}
+        d = super()._details()
         dtype = getattr(self, "_dtype", None)
-        if dtype is not None:  # half precision changes raw scores: part of the cache key
+        if dtype is not None:
             d["dtype"] = str(dtype).replace("torch.", "")
         return d
 
-    def describe(self) -> Dict[str, Any]:
-        d = super().describe()
-        d["mode"] = self.mode
-        d.update({k: v for k, v in self._details().items() if k not in d})
-        return d
-
-    def __call__(self, samples: Sequence[EditSample]) -> Verdict:
-        samples = list(samples)
-        threshold, success_if = self._decision()
-        scores, reasons = self.score_with_reasons(samples)
-        success, abstained = threshold_decision(scores, threshold, success_if)
-        reasons = [r if (a and r) else ("score is NaN" if a else None) for r, a in zip(reasons, abstained)]
-        return Verdict(
-            judge=self.name, kind=self.kind, keys=tuple(s.resolved_key() for s in samples),
-            scores=tuple(scores), success=tuple(success), abstained=tuple(abstained),
-            threshold=float(threshold), success_if=success_if, higher_is_better=self.higher_is_better,
-            mode=self.mode, reasons=tuple(reasons), details=self._details(),
-        )
+    @staticmethod
+    def _abstain_unloadable(requests, bad: Dict[str, str]) -> List[Optional[Any]]:
+        """Per request: an :func:`Abstain` when one of its images cannot be decoded, else None."""
+        out: List[Optional[Any]] = []
+        for r in requests:
+            why = next((bad[x.digest] for x in r.images if x.digest in bad), None)
+            out.append(None if why is None else Abstain(why))
+        return out

@@ -41,22 +41,16 @@ import inspect
 import math
 import os
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ..types import EditSample
-from ._local import LocalModelJudge, SampleProblem, load_field, resolve_device, resolve_dtype, to_pil
+from ..scoring import Abstain, SampleInputs, SampleProblem, SampleScores, ScoreRequest
+from ._local import LocalModelJudge, load_refs, resolve_device, resolve_dtype, to_pil
 
 __all__ = ["ClipJudge", "OpenClipJudge", "HFClipJudge", "CLIP_MODES"]
 
 CLIP_MODES = ("absolute", "relative_source", "relative_reference", "directional")
-_NEEDS = {
-    "absolute": ("edited",),
-    "relative_source": ("edited", "source"),
-    "relative_reference": ("edited", "reference"),
-    "directional": ("edited", "source"),
-}
 _EPS = 1e-6
 
 
@@ -64,13 +58,17 @@ class ClipJudge(LocalModelJudge):
     """Backend-independent CLIP judge. Subclasses provide :meth:`encode_images` and
     :meth:`encode_texts` (both return L2-normalised ``(N, D)`` float32 tensors).
 
+    Score requests: ``cos`` of one image with the templated text (the edit; plus the source or the
+    reference in the relative modes), or ``direction`` of (edit, source) against (text, templated
+    source caption). Cosines of one image with one text are shared by every mode that needs them.
+
     Args:
         mode: one of :data:`CLIP_MODES` (see module doc).
         threshold / card: cut on the raw cosine for ``absolute`` and ``directional``.
         margin: for the relative modes (cosine units, default 0).
         template: Python format string with one ``{}`` that receives ``sample.text``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``... (default: CUDA if available).
-        batch_size: samples per forward pass.
+        batch_size: images per forward pass.
         name: name shown in reports (default: the registry name).
     """
 
@@ -79,7 +77,8 @@ class ClipJudge(LocalModelJudge):
 
     def __init__(self, *, mode: str = "absolute", threshold: Optional[float] = None, card: Any = None,
                  margin: float = 0.0, template: str = "a photo of {}", device: Optional[str] = None,
-                 batch_size: int = 16, name: Optional[str] = None, progress: bool = False) -> None:
+                 batch_size: int = 16, name: Optional[str] = None, progress: bool = False,
+                 force_card: bool = False) -> None:
         if mode not in CLIP_MODES:
             raise ValueError(f"mode must be one of {CLIP_MODES}, got {mode!r}")
         if mode.startswith("relative") and (threshold is not None or card is not None):
@@ -97,8 +96,9 @@ class ClipJudge(LocalModelJudge):
         self.device = resolve_device(device)
         if name:
             self.name = name
-        super().__init__(threshold=threshold, card=card, batch_size=batch_size, progress=progress)
         self._text_memo: Dict[str, torch.Tensor] = {}
+        super().__init__(threshold=threshold, card=card, batch_size=batch_size, progress=progress,
+                         force_card=force_card)
 
     # -- backend hooks -----------------------------------------------------------------------
     def encode_images(self, images: Sequence[torch.Tensor]) -> torch.Tensor:  # pragma: no cover
@@ -121,62 +121,69 @@ class ClipJudge(LocalModelJudge):
                 self._text_memo[t] = e
         return torch.stack([self._text_memo[t] for t in texts])
 
+    def requests(self, s: SampleInputs) -> Mapping[str, ScoreRequest]:
+        t = self.format_text(s.text)
+        if self.mode == "directional":
+            edited, source = s.image("edited"), s.image("source")
+            if not s.source_caption:
+                raise SampleProblem("directional mode needs sample.source_caption (a caption of the source)")
+            return {"direction": ScoreRequest("direction", (edited, source), (t, self.format_text(s.source_caption)))}
+        out = {"edited": ScoreRequest("cos", (s.image("edited"),), (t,))}
+        if self.mode == "relative_source":
+            out["source"] = ScoreRequest("cos", (s.image("source"),), (t,))
+        elif self.mode == "relative_reference":
+            out["reference"] = ScoreRequest("cos", (s.image("reference"),), (t,))
+        return out
+
+    def compute(self, requests: Sequence[ScoreRequest]) -> List[Any]:
+        images, bad = load_refs([ref for r in requests for ref in r.images])
+        out: List[Any] = self._abstain_unloadable(requests, bad)
+        live = [i for i, o in enumerate(out) if o is None]
+        digests = list(dict.fromkeys(ref.digest for i in live for ref in requests[i].images))
+        emb: Dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for k in range(0, len(digests), self.batch_size):
+                chunk = digests[k:k + self.batch_size]
+                e = self.encode_images([images[d] for d in chunk]).detach().to("cpu", torch.float32)
+                emb.update(zip(chunk, e))
+            texts = list(dict.fromkeys(t for i in live for t in requests[i].texts))
+            tx = dict(zip(texts, self._texts(texts))) if texts else {}
+            for i in live:
+                r = requests[i]
+                if r.kind == "cos":
+                    out[i] = float((emb[r.image.digest] * tx[r.text]).sum())
+                    continue
+                d_img = emb[r.images[0].digest] - emb[r.images[1].digest]
+                d_txt = tx[r.texts[0]] - tx[r.texts[1]]
+                n_img, n_txt = float(d_img.norm()), float(d_txt.norm())
+                if n_img < _EPS:
+                    out[i] = Abstain("edited and source images have the same embedding (no direction)")
+                elif n_txt < _EPS:
+                    out[i] = Abstain("prompt and source_caption have the same embedding (no direction)")
+                else:
+                    out[i] = float((d_img * d_txt).sum()) / (n_img * n_txt)
+        return out
+
+    def combine(self, scores: SampleScores) -> Tuple[float, Optional[str]]:
+        why = scores.abstention()
+        if why is not None:
+            return float("nan"), why
+        p = scores.parts
+        if self.mode == "directional":
+            return p["direction"].score, None
+        value = p["edited"].score
+        if self.mode == "relative_source":
+            value -= p["source"].score
+        elif self.mode == "relative_reference":
+            value -= p["reference"].score
+        return value, None
+
     def _decision(self) -> Tuple[float, str]:
         if self.mode == "relative_source":
             return self.margin, "below"
         if self.mode == "relative_reference":
             return 0.0 - self.margin, "below"
         return super()._decision()
-
-    def _score_batch_reasons(self, samples: Sequence[EditSample]) -> Tuple[List[float], List[Optional[str]]]:
-        fields = _NEEDS[self.mode]
-        ok: List[int] = []
-        images: Dict[str, List[torch.Tensor]] = {f: [] for f in fields}
-        texts: List[str] = []
-        captions: List[str] = []
-        reasons: List[Optional[str]] = [None] * len(samples)
-        for i, s in enumerate(samples):
-            try:
-                loaded = {f: load_field(s, f) for f in fields}
-                if self.mode == "directional" and not s.source_caption:
-                    raise SampleProblem("directional mode needs sample.source_caption (a caption of the source)")
-            except SampleProblem as e:
-                reasons[i] = str(e)
-                continue
-            ok.append(i)
-            for f in fields:
-                images[f].append(loaded[f])
-            texts.append(self.format_text(s.text))
-            if self.mode == "directional":
-                captions.append(self.format_text(s.source_caption))
-        scores = [math.nan] * len(samples)
-        if not ok:
-            return scores, reasons
-        with torch.no_grad():
-            emb = {f: self.encode_images(images[f]).detach().to("cpu", torch.float32) for f in fields}
-            t = self._texts(texts)
-            edited = (emb["edited"] * t).sum(-1)
-            if self.mode == "absolute":
-                vals = edited
-            elif self.mode == "relative_source":
-                vals = edited - (emb["source"] * t).sum(-1)
-            elif self.mode == "relative_reference":
-                vals = edited - (emb["reference"] * t).sum(-1)
-            else:
-                d_img = emb["edited"] - emb["source"]
-                d_txt = t - self._texts(captions)
-                n_img, n_txt = d_img.norm(dim=-1), d_txt.norm(dim=-1)
-                vals = (d_img * d_txt).sum(-1) / (n_img * n_txt).clamp_min(_EPS)
-                for j, (a, b) in enumerate(zip(n_img.tolist(), n_txt.tolist())):
-                    if a < _EPS:
-                        vals[j] = math.nan
-                        reasons[ok[j]] = "edited and source images have the same embedding (no direction)"
-                    elif b < _EPS:
-                        vals[j] = math.nan
-                        reasons[ok[j]] = "prompt and source_caption have the same embedding (no direction)"
-        for j, i in enumerate(ok):
-            scores[i] = float(vals[j])
-        return scores, reasons
 
     def _details(self) -> Dict[str, Any]:
         d = super()._details()
@@ -261,19 +268,21 @@ class OpenClipJudge(ClipJudge):
         Other options: see :class:`ClipJudge`.
     """
 
+    name = "clip"
     backend = "open_clip"
     offline = False
 
     def __init__(self, *, model: str = "ViT-B-32", pretrained: Optional[str] = "laion2b_s34b_b79k",
                  tag: Optional[str] = None, model_config: Optional[str] = None, precision: str = "fp32",
                  cache_dir: Optional[str] = None, **kwargs: Any) -> None:
+        if model.startswith(("hf-hub:", "local-dir:")):
+            pretrained = None
+            self._record(pretrained=None)  # ignored for these names: not part of the identity
         super().__init__(**kwargs)
         import open_clip
 
         if model_config is not None:
             open_clip.add_model_config(model_config)
-        if model.startswith(("hf-hub:", "local-dir:")):
-            pretrained = None
         options = _open_clip_tag_options(open_clip, model, pretrained, tag)
         try:
             net, _, preprocess = open_clip.create_model_and_transforms(
@@ -332,13 +341,19 @@ class HFClipJudge(ClipJudge):
         Other options: see :class:`ClipJudge`.
     """
 
+    name = "clip-hf"
     backend = "transformers"
     offline = False
 
     def __init__(self, *, model: str = "openai/clip-vit-base-patch32", dtype: str = "float32",
                  revision: Optional[str] = None, **kwargs: Any) -> None:
+        from transformers import AutoConfig, AutoModel, AutoProcessor
+
+        # the model type decides the text padding, which keys the scores: known (from the config
+        # alone) before the base class checks a card against the scorer identity
+        config = AutoConfig.from_pretrained(model, revision=revision)
+        self._full_length = getattr(config, "model_type", None) in FULL_LENGTH_TEXT_MODELS
         super().__init__(**kwargs)
-        from transformers import AutoModel, AutoProcessor
 
         self._dtype = resolve_dtype(dtype)
         self.model = AutoModel.from_pretrained(model, dtype=self._dtype, revision=revision).to(self.device).eval()
@@ -348,7 +363,6 @@ class HFClipJudge(ClipJudge):
         self.processor = AutoProcessor.from_pretrained(model, revision=revision)
         cfg = getattr(self.model.config, "text_config", self.model.config)
         self._max_len = getattr(cfg, "max_position_embeddings", None)
-        self._full_length = getattr(self.model.config, "model_type", None) in FULL_LENGTH_TEXT_MODELS
         self._image_args = set(inspect.signature(self.model.get_image_features).parameters)
         self._text_args = set(inspect.signature(self.model.get_text_features).parameters)
         self.model_id = model
@@ -366,6 +380,12 @@ class HFClipJudge(ClipJudge):
         out = self.processor(text=list(texts), padding=pad, truncation=True, max_length=self._max_len,
                              return_tensors="pt")
         return {k: v for k, v in out.items() if k in self._text_args and isinstance(v, torch.Tensor)}
+
+    def _identity_extra(self) -> Dict[str, Any]:
+        # SigLIP's text embedding depends on its padding, which the model type decides (not an
+        # argument): it keys the scores, so those made when SigLIP text was padded to the longest
+        # text of a batch (before this was fixed) are never served as full-length ones
+        return {"text_padding": "max_length"} if self._full_length else {}
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -32,8 +32,9 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..types import EditSample, ThresholdCard, Verdict
-from .base import Judge, verdict_from_scores
+from ..scoring import Abstain, ImageRef, SampleInputs, SampleProblem, SampleScores, ScoreRequest
+from ..types import ThresholdCard, Verdict
+from .base import Judge, card_mismatches
 
 __all__ = [
     "IQAJudge",
@@ -153,7 +154,7 @@ class IQAJudge(Judge):
     def __init__(self, *, mode: str = "absolute", threshold: Optional[float] = None,
                  card: Union[ThresholdCard, str, Path, None] = None, margin: Optional[float] = None,
                  ratio: Optional[float] = None, small: str = "abstain", min_size: Optional[int] = None,
-                 batch_size: int = 16, progress: bool = False) -> None:
+                 batch_size: int = 16, progress: bool = False, force_card: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f"{self.name or type(self).__name__}: mode must be one of {MODES}, got {mode!r}")
         if small not in SMALL:
@@ -186,18 +187,37 @@ class IQAJudge(Judge):
                              "mode='absolute' takes threshold= or card=")
         self.margin = None if margin is None else float(margin)
         self.ratio = None if ratio is None else float(ratio)
-        super().__init__(threshold=threshold, card=card, batch_size=batch_size, progress=progress)
+        super().__init__(threshold=threshold, card=card, batch_size=batch_size, progress=progress,
+                         force_card=force_card)
+        self.shipped_card_problem: Optional[str] = None
         if mode == "absolute" and self.threshold is None:
             self._use_shipped_card()
 
     def _use_shipped_card(self) -> None:
+        """Use the card shipped under this judge's name when it was fitted for exactly this scorer
+        identity (other options -> no card, and the "no threshold" error says why)."""
         from ..cards import list_cards, load_card
 
         stem = (self.name or "").replace(":", "_")
         if stem and stem in list_cards():
             card = load_card(stem)
-            if card.success_if == self.success_if:
+            problems = card_mismatches(card, self)  # other parameters: another raw-score scale
+            if card.success_if == self.success_if and not problems:
                 self.card, self.threshold = card, card.value
+            else:
+                self.shipped_card_problem = (f"the shipped card {stem!r} was fitted with other options ("
+                                             + "; ".join(problems or ["another direction"]) + ")")
+
+    def _decision(self) -> Tuple[float, str]:
+        if self.mode == "relative_reference":
+            return (self.margin if self.ratio is None else self.ratio), self.success_if
+        if self.threshold is None:
+            extra = f"; {self.shipped_card_problem}" if getattr(self, "shipped_card_problem", None) else ""
+            raise ValueError(
+                f"judge {self.name!r} has no threshold{extra}: pass threshold=<raw {self.name} score> or "
+                "card=<card.json> (fit one with `isr calibrate`), or use mode='relative_reference' with "
+                "margin= when samples carry a reference")
+        return self.threshold, self.success_if
 
     # -- scoring ---------------------------------------------------------------------------
     def _score_tensor(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -224,7 +244,7 @@ class IQAJudge(Judge):
         could not be scored, the reason for each NaN (None otherwise), and whether each image was
         upsampled (``small="resize"``). Images are grouped by size and scored in batches of
         ``batch_size``; a batch that raises is retried image by image so one bad image abstains
-        alone.
+        alone. Not cached: judges score through :meth:`compute` and the score cache.
         """
         from ..data import ImageLoadError, load_image
 
@@ -233,19 +253,22 @@ class IQAJudge(Judge):
         scores = np.full(n, np.nan, dtype=np.float64)
         reasons: List[Optional[str]] = [None] * n
         resized = [False] * n
+        failed: set = set()
+        self._last_failed = failed  # indices whose metric raised (transient), for compute()
         groups: Dict[Tuple[int, int], List[Tuple[int, torch.Tensor]]] = {}
         # the same object (or path) passed several times -- e.g. one reference shared by many
         # edits -- is scored once
         first: Dict[Any, int] = {}
         dup: Dict[int, int] = {}
         for i, img in enumerate(images):
-            ident = ("path", str(img)) if isinstance(img, (str, Path)) else ("obj", id(img))
+            ident = (("ref", img.digest) if isinstance(img, ImageRef) else
+                     ("path", str(img)) if isinstance(img, (str, Path)) else ("obj", id(img)))
             if img is not None and ident in first:
                 dup[i] = first[ident]
                 continue
             first[ident] = i
             try:
-                x = load_image(img, name=labels[i])
+                x = img.load() if isinstance(img, ImageRef) else load_image(img, name=labels[i])
             except ImageLoadError as e:
                 reasons[i] = f"cannot load image: {e}"
                 continue
@@ -268,10 +291,13 @@ class IQAJudge(Judge):
                             scores[i] = float(self._run(x[None])[0])
                         except Exception as e:  # noqa: BLE001 - recorded as the abstention reason
                             reasons[i] = f"{self.name} failed on this image: {type(e).__name__}: {e}"
+                            failed.add(i)
                     continue
                 scores[idx] = out
         for i, j in dup.items():
             scores[i], reasons[i], resized[i] = scores[j], reasons[j], resized[j]
+            if j in failed:
+                failed.add(i)
         for i in range(n):
             if math.isnan(scores[i]) and reasons[i] is None:
                 reasons[i] = f"{self.name} returned NaN for this image (e.g. a flat or constant image)"
@@ -285,80 +311,75 @@ class IQAJudge(Judge):
             raise RuntimeError(f"{self.name} returned {out.numel()} scores for {batch.shape[0]} images")
         return out.numpy()
 
-    def _score_batch(self, samples: Sequence[EditSample]) -> torch.Tensor:
-        s, _, _ = self.score_images([x.edited for x in samples], [_label(x, "edited") for x in samples])
-        return torch.from_numpy(s)
+    def requests(self, s: SampleInputs) -> Mapping[str, ScoreRequest]:
+        """``quality`` of the edited image; in ``relative_reference`` mode also of the reference
+        (the same request key in both modes: switching mode re-uses cached qualities)."""
+        out = {"edited": ScoreRequest("quality", (s.image("edited"),))}
+        if self.mode == "relative_reference":
+            if not s.has("reference"):
+                raise SampleProblem("sample has no reference image (the clean edit y); relative_reference "
+                                    "mode needs EditSample(reference=...)")
+            out["reference"] = ScoreRequest("quality", (s.image("reference"),))
+        return out
 
-    def score(self, samples: Sequence[EditSample]) -> torch.Tensor:
-        """Raw quality of each ``sample.edited``: float64 ``(N,)``, NaN where it cannot be scored."""
-        return self._score_batch(list(samples))
+    def compute(self, requests: Sequence[ScoreRequest]) -> List[Any]:
+        """Raw quality per request: a float, or ``{"score": q, "resized": true}`` for an image
+        upsampled by ``small="resize"``."""
+        scores, reasons, resized = self.score_images([r.image for r in requests], [r.image.label for r in requests])
+        failed = self._last_failed
+        out: List[Any] = []
+        for i, (q, why, up) in enumerate(zip(scores.tolist(), reasons, resized)):
+            if math.isnan(q):
+                out.append(Abstain(why, transient=i in failed))
+            else:
+                out.append({"score": q, "resized": True} if up else q)
+        return out
 
-    # -- decisions -------------------------------------------------------------------------
-    def describe(self) -> Dict[str, Any]:
-        d = super().describe()
-        d.update(mode=self.mode, margin=self.margin, ratio=self.ratio, small=self.small,
-                 min_size=self.min_size)
-        return d
+    def combine(self, scores: SampleScores) -> Tuple[float, Optional[str]]:
+        """The edit's raw quality (in relative mode: only when the reference was scored too)."""
+        why = scores.abstention()
+        return (float("nan"), why) if why is not None else (scores.parts["edited"].score, None)
 
-    def _details(self) -> Dict[str, Any]:
-        return {"model": self.model_id, "backend": self.backend, "min_size": self.min_size,
-                "small": self.small}
+    def _value_details(self, samples: Sequence[Any], scores: Sequence[SampleScores]) -> Dict[str, Any]:
+        def resized(s: SampleScores) -> bool:
+            v = s.parts["edited"].value if "edited" in s.parts else None
+            return bool(isinstance(v, Mapping) and v.get("resized"))
 
-    def __call__(self, samples: Sequence[EditSample]) -> Verdict:
-        """Judge ``samples``: success = the edit is perceptually degraded (see the modes)."""
-        samples = list(samples)
-        keys = [s.resolved_key() for s in samples]
+        return {"resized": [resized(s) for s in scores]}
+
+    def decide(self, samples: Sequence[Any], scores: Sequence[float],
+               reasons: Optional[Sequence[Optional[str]]] = None,
+               details: Optional[Mapping[str, Any]] = None) -> Verdict:
+        if self.mode == "relative_reference":
+            raise ValueError(f"{self.name}: relative_reference decisions need the reference's score too; "
+                             "call judge(samples), or decide_scores(samples, judge.score_samples(samples))")
+        return super().decide(samples, scores, reasons, details)
+
+    def decide_scores(self, samples: Sequence[Any], scores: Sequence[SampleScores]) -> Verdict:
+        """Absolute mode: the quality against the threshold. Relative mode: the edit against its
+        reference by ``margin`` / ``ratio`` (:func:`relative_decision`)."""
         if self.mode == "absolute":
-            if self.threshold is None:
-                raise ValueError(
-                    f"judge {self.name!r} has no threshold: pass threshold=<raw {self.name} score> or "
-                    "card=<card.json> (fit one with isr_metric.calibrate), or use "
-                    "mode='relative_reference' with margin= when samples carry a reference")
-            scores, reasons, resized = self.score_images([s.edited for s in samples],
-                                                         [_label(s, "edited") for s in samples])
-            details = self._details()
-            details["resized"] = resized
-            if self.card is not None:
-                details["card"] = {"judge": self.card.judge, "created": self.card.created,
-                                   "objective": self.card.objective}
-            return verdict_from_scores(self.name, self.kind, keys, scores.tolist(), threshold=self.threshold,
-                                       higher_is_better=self.higher_is_better, mode="absolute",
-                                       reasons=reasons, details=details)
-        return self._relative(samples, keys)
+            return super().decide_scores(samples, scores)
+        from ..types import EditSample
 
-    def _relative(self, samples: List[EditSample], keys: List[str]) -> Verdict:
-        n = len(samples)
-        has_ref = [s.reference is not None for s in samples]
-        images = [s.edited for s in samples] + [s.reference for s in samples if s.reference is not None]
-        labels = [_label(s, "edited") for s in samples] + [_label(s, "reference") for s in samples
-                                                         if s.reference is not None]
-        all_scores, all_reasons, all_resized = self.score_images(images, labels)
-        edited, e_reasons = all_scores[:n], all_reasons[:n]
-        ref = np.full(n, np.nan)
-        r_reasons: List[Optional[str]] = ["sample has no reference image (the clean edit y); "
-                                          "relative_reference mode needs EditSample(reference=...)"] * n
-        j = n
-        for i in range(n):
-            if has_ref[i]:
-                ref[i], r_reasons[i] = all_scores[j], all_reasons[j]
-                j += 1
+        keys = [s.resolved_key() if isinstance(s, EditSample) else str(s) for s in samples]
+
+        def part(s: SampleScores, name: str) -> float:
+            p = s.parts.get(name)
+            return float("nan") if p is None else p.score
+
+        edited = np.array([part(s, "edited") for s in scores], dtype=np.float64)
+        ref = np.array([part(s, "reference") for s in scores], dtype=np.float64)
         success, abstained, worse, _ = relative_decision(edited, ref, higher_is_better=self.higher_is_better,
                                                          margin=self.margin, ratio=self.ratio)
-        reasons: List[Optional[str]] = []
-        for i in range(n):
-            if not abstained[i]:
-                reasons.append(None)
-            elif e_reasons[i] is not None:
-                reasons.append(f"edited: {e_reasons[i]}")
-            else:
-                reasons.append(r_reasons[i] if not has_ref[i] else f"reference: {r_reasons[i]}")
+        reasons = [None if not a else (s.abstention() or "score is NaN") for s, a in zip(scores, abstained)]
         details = self._details()
         details.update(
             reference_scores=_nan_to_none(ref),
             delta=_nan_to_none(edited - ref),  # signed q(y') - q(y)
             worse_by=_nan_to_none(worse),      # direction-aware: > 0 means y' is worse than y
-            margin=self.margin, ratio=self.ratio,
-            resized=all_resized[:n],
+            margin=self.margin, ratio=self.ratio, cached=[s.cached for s in scores],
+            **self._value_details(samples, scores),
         )
         return Verdict(
             judge=self.name, kind=self.kind, keys=tuple(keys), scores=tuple(float(x) for x in edited),
@@ -368,17 +389,15 @@ class IQAJudge(Judge):
             mode="relative_reference", reasons=tuple(reasons), details=details,
         )
 
+    def _details(self) -> Dict[str, Any]:
+        d = super()._details()
+        d.update(min_size=self.min_size, small=self.small)
+        return d
+
     def __repr__(self) -> str:
         cut = (f"threshold={self.threshold}" if self.mode == "absolute"
                else f"margin={self.margin}" if self.ratio is None else f"ratio={self.ratio}")
         return f"{type(self).__name__}(name={self.name!r}, mode={self.mode!r}, {cut})"
-
-
-def _label(sample: EditSample, field: str) -> str:
-    img = getattr(sample, field)
-    if isinstance(img, (str, Path)):
-        return str(img)
-    return f"{field} of sample {sample.key}" if sample.key is not None else field
 
 
 # ------------------------------------------------------------------------------------------
@@ -435,28 +454,40 @@ def judge_specs():
 @contextlib.contextmanager
 def _pyiqa_weights(weights_dir: Optional[str], allow_download: bool, metric: str) -> Iterator[None]:
     """While creating a pyiqa metric: look for weight files in ``weights_dir`` (pyiqa's own cache,
-    ``$TORCH_HOME/hub/pyiqa``, when None) and turn a blocked or failed download into a
-    :class:`WeightsUnavailableError` naming the file, the folder and the URL."""
+    ``$TORCH_HOME/hub/pyiqa``, when None) and turn a blocked or failed download -- pyiqa's own
+    weights, torch.hub / openai-clip backbones, Hugging Face Hub files -- into a
+    :class:`WeightsUnavailableError` naming the file, the folder and the URL (see
+    :mod:`isr_metric.judges.pyiqa_compat`, which also makes openai-clip importable without
+    ``pkg_resources``)."""
     import pyiqa.utils.download_util as du
 
+    from .pyiqa_compat import guard_downloads, hub_miss, wrap_download
+
+    def fix_weights(url: str, dst: str) -> str:
+        return (f"judge 'iqa:{metric}' needs the weight file {os.path.basename(dst)!r} in "
+                f"{os.path.dirname(dst)}. Fetch it on a machine with internet from {url} and copy it "
+                "there (or pass weights_dir=<folder holding it>, or pretrained_model_path=<file>)")
+
+    def fix_backbone(url: str, dst: str) -> str:
+        return (f"judge 'iqa:{metric}' needs the backbone file {os.path.basename(dst)!r} in "
+                f"{os.path.dirname(dst)}. Fetch it on a machine with internet from {url} and copy it there")
+
     saved_dir, saved_dl = du.DEFAULT_CACHE_DIR, du.download_url_to_file
-
-    def _download(url, dst, *args, **kwargs):
-        fix = (f"judge 'iqa:{metric}' needs the weight file {os.path.basename(dst)!r} in "
-               f"{os.path.dirname(dst)}. Fetch it on a machine with internet from {url} and copy it "
-               "there (or pass weights_dir=<folder holding it>, or pretrained_model_path=<file>)")
-        if not allow_download:
-            raise WeightsUnavailableError(f"{fix}; downloads are disabled (allow_download=False).")
-        try:
-            return saved_dl(url, dst, *args, **kwargs)
-        except Exception as e:
-            raise WeightsUnavailableError(f"{fix}; the download failed: {type(e).__name__}: {e}") from e
-
     if weights_dir is not None:
         du.DEFAULT_CACHE_DIR = str(weights_dir)
-    du.download_url_to_file = _download
+    du.download_url_to_file = wrap_download(saved_dl, fix_weights, allow_download,
+                                            dst_of=lambda url, dst, *a, **k: dst)
     try:
-        yield
+        with guard_downloads(fix_backbone, allow_download):
+            try:
+                yield
+            except WeightsUnavailableError:
+                raise
+            except Exception as e:
+                msg = hub_miss(e, f"iqa:{metric}", allow_download)
+                if msg is None:
+                    raise
+                raise WeightsUnavailableError(msg) from e
     finally:
         du.DEFAULT_CACHE_DIR, du.download_url_to_file = saved_dir, saved_dl
 
@@ -531,11 +562,4 @@ class PyiqaJudge(IQAJudge):
         d = super()._details()
         d.update(metric=self.metric, pretrained_model_path=self.pretrained_model_path,
                  score_range=self.score_range)
-        return d
-
-    def describe(self) -> Dict[str, Any]:
-        # everything that changes the raw scores belongs here: it keys the score cache
-        d = super().describe()
-        d.update(metric=self.metric, metric_options=dict(self.metric_options),
-                 pretrained_model_path=self.pretrained_model_path)
         return d

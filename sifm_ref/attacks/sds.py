@@ -11,7 +11,7 @@ Sign convention (``sign``):
 - ``"+"`` (**SDS(+)**): *maximize* it (AdvDM with the SDS approximation).
 
 The logged loss value is ``± mean r²`` (the real denoising error of the draw, signed as minimized);
-its gradient is the SDS one.
+its gradient is the SDS one. ``z_t`` comes from the editor's forward process (as AdvDM).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .advdm import denoising_error
-from .base import AttackMethod, TimestepSampler, per_image_mean
+from .base import AttackMethod, MethodObjective, TimestepSampler, per_image_mean
 
 
 class SDS(AttackMethod):
@@ -29,19 +29,23 @@ class SDS(AttackMethod):
     pgd_defaults = {"eps": 0.03, "steps": 100, "step_size": None}
 
     def __init__(self, editor, *, sign: str = "-", timesteps: Any = "all",
-                 num_inference_steps: Optional[int] = None) -> None:
+                 num_inference_steps: Optional[int] = None, prompt: Optional[str] = None) -> None:
         if sign not in ("-", "+"):
             raise ValueError(f"sign must be '-' (SDS(-), minimize) or '+' (SDS(+), maximize), got {sign!r}")
         self.sampler = TimestepSampler(editor, timesteps, num_inference_steps=num_inference_steps)
-        super().__init__(editor, sign=sign, timesteps=timesteps if isinstance(timesteps, str) else self.sampler.describe())
+        self.prompt = prompt
+        super().__init__(editor, sign=sign, timesteps=timesteps if isinstance(timesteps, str) else self.sampler.describe(),
+                         num_inference_steps=num_inference_steps, prompt=prompt)
         self.s = 1.0 if sign == "-" else -1.0
 
-    def objective(self, x: torch.Tensor, prompts: Sequence[str], **extra: Any):
-        cond = self.editor.encode_prompt(prompts)
+    def objective(self, x: torch.Tensor, prompts: Sequence[str], **extra: Any) -> MethodObjective:
+        cond = self.editor.encode_prompt(self._prompts(prompts, self.prompt))
+        obj = MethodObjective()
 
         def loss(x_adv: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-            mse, z0, residual = denoising_error(self, x_adv, cond, self.sampler, gen, extra, detach_model=True)
+            mse, z0, residual = denoising_error(self, x_adv, cond, self.sampler, gen, extra, obj, detach_model=True)
             surrogate = per_image_mean(residual.detach() * z0.float())  # grad = r * dz0/dx / numel
             return self.s * (mse.detach() + surrogate - surrogate.detach())
 
-        return loss
+        obj.fn = loss
+        return obj

@@ -112,13 +112,18 @@ def parse_params(items: Optional[Sequence[str]]) -> Dict[str, Any]:
 
 
 def add_editor_args(p) -> None:
-    p.add_argument("--editor", default="ip2p", help="editor name: ip2p | img2img | inpaint | sd3 (default ip2p)")
+    p.add_argument("--editor", default="ip2p", help="editor name: ip2p | hqedit | img2img | inpaint | sd3 (default ip2p)")
     p.add_argument("--model", required=True, help="hub id or local folder written by save_pretrained")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", default="auto",
+                   help="torch device: auto (cuda, else mps, else cpu; default) | cpu | cuda | cuda:N | mps")
     p.add_argument("--dtype", default="float32", help="float32 | float16 | bfloat16 (default float32)")
     p.add_argument("--attention-slicing", action="store_true", help="enable attention slicing (less memory)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="checkpoint denoiser/VAE activations")
     p.add_argument("--drop-t5", action="store_true", help="sd3 only: load without the T5 text encoder")
+    p.add_argument("--scheduler", default=None,
+                   help="replace the checkpoint's scheduler (built from its config): ddim | pndm | euler | "
+                        "euler_ancestral | dpmsolver++ | unipc | ... or a diffusers class name; keep: the checkpoint's "
+                        "(default: the checkpoint's, except hqedit: euler_ancestral as its README)")
     p.add_argument("--masks", default=None, help="inpaint only: folder of masks named like the images (white = repaint)")
 
 
@@ -129,4 +134,6 @@ def load_editor_from_args(args):
               gradient_checkpointing=args.gradient_checkpointing)
     if args.drop_t5:
         kw["drop_t5"] = True
+    if args.scheduler:
+        kw["scheduler"] = args.scheduler
     return load_editor(args.editor, args.model, **kw)

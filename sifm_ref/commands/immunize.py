@@ -28,6 +28,12 @@ def add_parser(sub):
     p.add_argument("--random-start", action="store_true", help="start from uniform noise in the budget")
     p.add_argument("--eot", type=int, default=1, help="timestep/noise draws per step (default 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--step-decay", default="none", choices=("none", "linear"),
+                   help="step size schedule: none (constant) | linear (PhotoGuard's decay to step/100)")
+    bars = p.add_mutually_exclusive_group()
+    bars.add_argument("--progress", dest="progress", action="store_const", const=True, default=None,
+                      help="progress bars over images and PGD steps on stderr (default: when stderr is a terminal)")
+    bars.add_argument("--no-progress", dest="progress", action="store_const", const=False, help="no progress bars")
     p.add_argument("--checkpoint-every", type=int, default=10,
                    help="checkpoint delta every k steps under <out>/.checkpoints (0: off; default 10)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
@@ -39,7 +45,10 @@ def add_parser(sub):
 def run(args) -> int:
     from isr_metric.data import load_image
 
+    from tqdm.auto import tqdm
+
     from ..api import immunize, save_png
+    from ..attacks import get_method
     from ..attacks.pgd import linf
 
     try:
@@ -53,21 +62,32 @@ def run(args) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    method = get_method(args.method)  # an unknown name stops here with a suggestion (exit 2)
     editor = load_editor_from_args(args)
+    steps = method.pgd_defaults.get("steps", 100) if args.steps is None else args.steps
     failures = []
-    for f in files:
+    hide = None if args.progress is None else not args.progress  # None: tqdm shows bars on a terminal only
+    images = tqdm(files, desc="images", unit="img", disable=hide, dynamic_ncols=True)
+    for f in images:
         png, meta_path = out / f"{f.stem}.png", out / f"{f.stem}.json"
         if png.exists() and meta_path.exists() and not args.overwrite:
-            print(f"skip {f.name} (done)")
+            tqdm.write(f"skip {f.name} (done)", file=sys.stdout)
             continue
         t0 = time.perf_counter()
+        bar = tqdm(total=steps, desc=f.stem, unit="step", leave=False, disable=hide, dynamic_ncols=True)
+
+        def progress(step, losses, bar=bar):
+            bar.update(step - bar.n)  # a resumed attack starts at its checkpoint's step
+            bar.set_postfix(loss=f"{losses[0]:.4g}", refresh=False)
+
         try:
             x = load_image(f)
             prot, metas = immunize(x[None], [prompts[f.stem][0]], method=args.method, editor=editor, eps=args.eps,
                                    steps=args.steps, step_size=args.step_size, random_start=args.random_start,
-                                   eot_samples=args.eot, seed=args.seed, keys=[f.stem],
+                                   eot_samples=args.eot, seed=args.seed, step_decay=args.step_decay, keys=[f.stem],
                                    checkpoint_dir=out / ".checkpoints" if args.checkpoint_every else None,
-                                   checkpoint_every=args.checkpoint_every, masks=[masks.get(f.stem)], **params)
+                                   checkpoint_every=args.checkpoint_every, masks=[masks.get(f.stem)],
+                                   callback=progress, **params)
             save_png(prot[0], png)
             meta = metas[0]
             meta["linf_png"] = float(linf(load_image(png)[None], x[None])[0])
@@ -76,16 +96,19 @@ def run(args) -> int:
             ck = out / ".checkpoints" / f"{f.stem}.pt"
             if ck.exists():
                 ck.unlink()
-            print(f"{f.name}: linf={meta['linf_png']:.5f} (eps {meta['eps']}) loss "
-                  f"{meta['loss_curve'][0] if meta['loss_curve'] else float('nan'):.4g} -> "
-                  f"{meta['loss_curve'][-1] if meta['loss_curve'] else float('nan'):.4g}")
+            tqdm.write(f"{f.name}: saved linf={meta['linf_png']:.5f} ({meta['linf_png'] * 255:.0f}/255; eps "
+                       f"{meta['eps']} allows {meta['eps_levels']}/255) loss "
+                       f"{meta['loss_curve'][0] if meta['loss_curve'] else float('nan'):.4g} -> "
+                       f"{meta['loss_curve'][-1] if meta['loss_curve'] else float('nan'):.4g}", file=sys.stdout)
         except KeyboardInterrupt:
             print("interrupted; re-run the same command to resume", file=sys.stderr)
             return 130
         except Exception as e:  # one bad image must not kill the batch
             failures.append({"image": f.name, "error": f"{type(e).__name__}: {e}"})
-            print(f"error: {f.name}: {type(e).__name__}: {e}", file=sys.stderr)
+            tqdm.write(f"error: {f.name}: {type(e).__name__}: {e}", file=sys.stderr)
             traceback.print_exc(limit=2, file=sys.stderr)
+        finally:
+            bar.close()
     if failures:
         (out / "failures.json").write_text(json.dumps(failures, indent=2))
         print(f"{len(failures)} image(s) failed; see {out / 'failures.json'}", file=sys.stderr)
