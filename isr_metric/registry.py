@@ -252,16 +252,19 @@ _BUILTIN: Tuple[JudgeSpec, ...] = (
                      "higher_is_better= explicitly"),
     _row("clip", "isr_metric.judges.clip:OpenClipJudge", "semantic", "open_clip", False, True,
          requires=("open_clip",), extra="clip",
-         description="CLIP image-text raw cosine in [-1, 1] (open_clip); modes absolute, "
+         description="CLIP image-text raw cosine in [-1, 1] (open_clip: ViT-B-32, ViT-L-14, SigLIP...; "
+                     "open_clip's own preprocessing, tag= for a checkpoint file); modes absolute, "
                      "relative_source, relative_reference, directional"),
     _row("clip-hf", "isr_metric.judges.clip:HFClipJudge", "semantic", "transformers", False, True,
          requires=("transformers",), extra="vlm",
-         description="CLIP raw cosine in [-1, 1] with a transformers CLIPModel (hub id or folder); "
-                     "same modes as 'clip'"),
+         description="CLIP / SigLIP / SigLIP 2 raw cosine in [-1, 1] with a transformers dual encoder "
+                     "(CLIPModel, SiglipModel, Siglip2Model; hub id or folder); same modes as 'clip'"),
     _row("vqa", "isr_metric.judges.vqa:VQAJudge", "semantic", "transformers", False, True,
          requires=("transformers",), extra="vlm",
-         description="local VLM: P(yes)/(P(yes)+P(no)) to 'Does this image show {target}?'; "
-                     "any image-text-to-text model with a chat template"),
+         description="local VLM: P(yes)/(P(yes)+P(no)) at the first answer token to 'Does this image "
+                     "show {target}?'; verified: Qwen2-VL, Qwen2.5-VL, SmolVLM / Idefics3, LLaVA-1.5, "
+                     "LLaVA-OneVision, Gemma 3, InternVL3-HF (other chat VLMs warn; PaliGemma and "
+                     "encoder-decoder models are refused)"),
     _row("mllm", "isr_metric.judges.mllm:MLLMJudge", "semantic", "openai-compatible HTTP", False, True,
          requires=("httpx",), extra="mllm",
          description="MLLM over an OpenAI-compatible API (paper protocol): success = edit not "
