@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from .cache import ScoreCache
+from .compose import GroupWise
 from .data import ImageLoadError, Manifest, ManifestRow, display_text, load_image, load_manifest
 from .isr import ISR
 from .scoring import ScoringRun
@@ -153,6 +154,7 @@ def evaluate(
                             "function with create_judge('callable', fn=..., kind=..., higher_is_better=...)")
         j.check_ready()  # no threshold, ...: fail before any image is scored
     judges, legacy = list(judges), list(legacy)
+    GroupWise().check({j.name: j.kind for j in judges})  # judges of kind 'either' need the per-judge form
     metric = ISR(semantic=[j for j in judges if j.kind == "semantic"],
                  perceptual=[j for j in judges if j.kind == "perceptual"],
                  rule=rule, semantic_rule=semantic_rule, perceptual_rule=perceptual_rule,

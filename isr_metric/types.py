@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 SUCCESS_IF = ("above", "below")
+#: what a judge's verdict says: a semantic mismatch, a perceptual degradation, or either of them
+#: (one verdict per edit, e.g. an MLLM answering both questions: see isr_metric.compose)
+JUDGE_KINDS = ("semantic", "perceptual", "either")
 
 ImageLike = Any  # str | Path | PIL.Image | np.ndarray | torch.Tensor
 
@@ -256,8 +259,8 @@ class Verdict:
                     f"Verdict({self.judge!r}): '{name}' has {len(getattr(self, name))} entries but "
                     f"'keys' has {n}; every per-sample field must be aligned with keys."
                 )
-        if self.kind not in ("semantic", "perceptual"):
-            raise ValueError(f"Verdict.kind must be 'semantic' or 'perceptual', got {self.kind!r}")
+        if self.kind not in JUDGE_KINDS:
+            raise ValueError(f"Verdict.kind must be one of {JUDGE_KINDS}, got {self.kind!r}")
         if self.success_if is not None and self.success_if not in SUCCESS_IF:
             raise ValueError(f"Verdict.success_if must be one of {SUCCESS_IF}, got {self.success_if!r}")
         # normalise containers (lists -> tuples, numpy bools -> bool)

@@ -157,10 +157,12 @@ def build_judges(names: Sequence[str], options: Dict[str, Dict[str, Any]], *, de
 def check_rules(names: Sequence[str], options: Dict[str, Dict[str, Any]], args) -> None:
     """Refuse an impossible rule (``3-of-2``) before any judge is built: group sizes come from the
     registry's kinds."""
+    from ..compose import GroupWise
     from ..isr import parse_rule
     from ..registry import get_spec
 
     kinds = [options.get(n, {}).get("kind", get_spec(n).kind) for n in names]
+    GroupWise().check(dict(zip(names, kinds)))  # judges of kind 'either' need the per-judge composition
     for group, flag, rule in (("semantic", "--semantic-rule", args.semantic_rule or args.rule),
                               ("perceptual", "--perceptual-rule", args.perceptual_rule or args.rule)):
         n = kinds.count(group)
@@ -233,14 +235,13 @@ def run(args) -> int:
     from ..data import ManifestError, load_manifest
     from ..judges.base import CardMismatchError
     from ..judges.iqa import WeightsUnavailableError
+    from ..registry import check_instance_names
 
     try:
         names = split_names(args.judges)
         if not names:
             raise ValueError("give at least one judge with --judges NAME (see `isr judges`)")
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"--judges lists {', '.join(dup)} twice; give each judge once")
+        check_instance_names(names)
         options = parse_judge_options(args.judge_option, args.card, judges=names)
         check_rules(names, options, args)
         if args.batch_size < 1:
