@@ -29,6 +29,10 @@ _LAZY = {
     "load_card": ("cards", "load_card"),
     "load_image": ("data", "load_image"),
     "write_report": ("report", "write_report"),
+    "protocol": ("protocols", "protocol"),
+    "list_protocols": ("protocols", "list_protocols"),
+    "GroupWise": ("compose", "GroupWise"),
+    "PerJudge": ("compose", "PerJudge"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -13,7 +13,7 @@ run them on part of the rows -- one process of several -- and join the results):
    misses are computed and appended to the cache (one fsync per scorer batch);
 3. :func:`decide_batch` (**verdicts**): every judge decides from its raw values (cached or fresh):
    mode, threshold, margin and card cost nothing; legacy metrics give their values;
-4. :func:`build_report` (**report**): the composition rule (:mod:`isr_metric.rules`) combines the
+4. :func:`build_report` (**report**): the composition (:mod:`isr_metric.compose`) combines the
    verdicts into an :class:`~isr_metric.types.ISRReport` with typed legacy and run fields.
 
 :func:`evaluate` runs the four stages batch by batch. Bad rows never stop a run: they are
@@ -30,11 +30,11 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from tqdm.auto import tqdm
 
 from .cache import ScoreCache
+from .compose import Composition, GroupWise
 from .data import ImageLoadError, Manifest, ManifestRow, display_text, load_image, load_manifest
 from .judges.base import Judge
 from .legacy import LegacyMetric, agreement_table
-from .rules import (Composition, GroupWise, join_by_judge, judge_summary, report_from_samples, sample_info,
-                    sample_verdicts)
+from .rules import join_by_judge, judge_summary, report_from_samples, report_rule, sample_info, sample_verdicts
 from .scoring import SampleScores, ScoringRun
 from .types import CacheStats, EditSample, ISRReport, LegacySummary, RunInfo, Verdict
 
@@ -251,7 +251,7 @@ def build_report(decided: Sequence[DecidedBatch], *, judges: Sequence[Judge], le
     if run is not None:
         run = dataclasses.replace(run, warnings=tuple({"key": display_text(s.key), "row": s.row, "warning": w}
                                                       for s in per_sample for w in s.warnings))
-    return report_from_samples(per_sample, judges=summaries, rule=composition.describe(), confidence=confidence,
+    return report_from_samples(per_sample, judges=summaries, rule=report_rule(composition), confidence=confidence,
                                n_boot=n_boot, seed=seed, failures=failures, legacy=summary, run=run)
 
 
@@ -284,7 +284,8 @@ def evaluate(
 
     Args:
         rule, semantic_rule, perceptual_rule, abstain: the group-wise rule
-            (:class:`~isr_metric.rules.GroupWise`), unless ``composition`` gives another.
+            (:class:`~isr_metric.compose.GroupWise`), unless ``composition`` gives another
+            (:class:`~isr_metric.compose.PerJudge`, ...).
         cache: a :class:`~isr_metric.cache.ScoreCache` (None: an in-memory one for this call).
         legacy: :class:`~isr_metric.legacy.LegacyMetric` objects computed beside ISR (their values
             land in each sample's ``legacy`` and the agreement table in ``report.legacy``).
@@ -305,7 +306,7 @@ def evaluate(
     if composition is None:
         composition = GroupWise(semantic_rule if semantic_rule is not None else rule,
                                 perceptual_rule if perceptual_rule is not None else rule, abstain)
-    composition.validate(sum(j.kind == "semantic" for j in judges), sum(j.kind == "perceptual" for j in judges))
+    composition.check({j.name: j.kind for j in judges})  # e.g. judges of kind 'either' need the per-judge form
     run = ScoringRun([*judges, *legacy], cache=cache if cache is not None else ScoreCache.in_memory())
     needs: Set[str] = set().union(*(judge_needs(j) for j in judges))
     failures = manifest_failures(m)

@@ -20,22 +20,30 @@ import hashlib
 import io
 import math
 import os
+import sys
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, PngImagePlugin
 
 from .files import atomic_write, file_digest
 
-__all__ = ["ImageLoadError", "to_tensor", "to_uint8", "to_pil", "png_bytes", "write_png", "image_digest",
+if TYPE_CHECKING:  # torch is imported where a tensor is made: importing the types stays light
+    import torch
+
+__all__ = ["ImageLoadError", "is_tensor", "to_tensor", "to_uint8", "to_pil", "png_bytes", "write_png", "image_digest",
            "jpeg", "gaussian_blur"]
 
 
 class ImageLoadError(ValueError):
     """An input could not be turned into an RGB image; the message names it and the fix."""
+
+
+def is_tensor(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor (without importing torch: a tensor exists only once it is)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,7 +74,9 @@ def _pil_to_array(img: Any) -> np.ndarray:
     return np.asarray(img)
 
 
-def _array_to_tensor(arr: np.ndarray, name: str) -> torch.Tensor:
+def _array_to_tensor(arr: np.ndarray, name: str) -> "torch.Tensor":
+    import torch
+
     if arr.dtype == np.uint8:
         arr = arr.astype(np.float32) / 255.0
     elif arr.dtype == np.uint16:
@@ -107,7 +117,7 @@ def _array_to_tensor(arr: np.ndarray, name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, -1, 0)))
 
 
-def to_tensor(img: Any, *, name: Optional[str] = None) -> torch.Tensor:
+def to_tensor(img: Any, *, name: Optional[str] = None) -> "torch.Tensor":
     """An in-memory image -- PIL image (any mode), numpy array or torch tensor ``(H, W)``,
     ``(H, W, C)`` or ``(C, H, W)`` with C in {1, 3, 4} (a leading batch of one is dropped) -- as a
     float tensor ``(3, H, W)`` in [0, 1]. Files are read by :func:`isr_metric.data.load_image`.
@@ -116,7 +126,9 @@ def to_tensor(img: Any, *, name: Optional[str] = None) -> torch.Tensor:
         ImageLoadError: unsupported type or layout, non-finite values, floats outside [0, 1].
     """
     label = name or type(img).__name__
-    if isinstance(img, torch.Tensor):
+    if is_tensor(img):
+        import torch
+
         t = img.detach().cpu()
         if t.ndim == 4 and t.shape[0] == 1:
             t = t[0]
@@ -133,22 +145,22 @@ def to_tensor(img: Any, *, name: Optional[str] = None) -> torch.Tensor:
 # back to 8 bits
 # ---------------------------------------------------------------------------------------------
 
-def to_uint8(img: Union[torch.Tensor, np.ndarray]) -> np.ndarray:
+def to_uint8(img: Union["torch.Tensor", np.ndarray]) -> np.ndarray:
     """``(3, H, W)`` float tensor in [0, 1] -> ``(H, W, 3)`` uint8 array; a numpy array is taken as
     ``(H, W, C)`` already (its own float precision is kept for the rounding)."""
-    if isinstance(img, torch.Tensor):
-        arr = img.detach().to("cpu", torch.float32).permute(1, 2, 0).numpy()
+    if is_tensor(img):
+        arr = img.detach().float().cpu().permute(1, 2, 0).numpy()
     else:
         arr = np.asarray(img)
     return np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
 
 
-def to_pil(img: Union[torch.Tensor, np.ndarray]):
+def to_pil(img: Union["torch.Tensor", np.ndarray]):
     """``(3, H, W)`` float in [0, 1] -> RGB PIL image (what processors and open_clip transforms take)."""
     return Image.fromarray(to_uint8(img), mode="RGB")
 
 
-def png_bytes(img: Union[torch.Tensor, np.ndarray], *, text: Optional[Mapping[str, str]] = None) -> bytes:
+def png_bytes(img: Union["torch.Tensor", np.ndarray], *, text: Optional[Mapping[str, str]] = None) -> bytes:
     """A lossless 8-bit RGB PNG of ``img``; ``text`` is stored as PNG text chunks (read back with
     ``PIL.Image.open(path).text``)."""
     info = None
@@ -161,7 +173,7 @@ def png_bytes(img: Union[torch.Tensor, np.ndarray], *, text: Optional[Mapping[st
     return buf.getvalue()
 
 
-def write_png(img: Union[torch.Tensor, np.ndarray], path: Union[str, os.PathLike], *,
+def write_png(img: Union["torch.Tensor", np.ndarray], path: Union[str, os.PathLike], *,
               text: Optional[Mapping[str, str]] = None) -> Path:
     """Save ``img`` as a lossless 8-bit PNG at ``path`` atomically (see :func:`png_bytes`)."""
     return atomic_write(path, png_bytes(img, text=text))
@@ -186,7 +198,9 @@ def image_digest(value: Any) -> str:
         except OSError as e:
             raise ImageLoadError(f"{p}: cannot read file ({e.strerror or e})") from None
     h = hashlib.sha256()
-    if isinstance(value, torch.Tensor):
+    if is_tensor(value):
+        import torch
+
         t = value.detach().cpu().contiguous()
         h.update(f"torch:{t.dtype}:{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
@@ -222,12 +236,12 @@ def check_image_file(path: Any) -> Path:
 # degradations
 # ---------------------------------------------------------------------------------------------
 
-def jpeg(images: Union[torch.Tensor, np.ndarray], quality: int) -> Union[torch.Tensor, np.ndarray]:
+def jpeg(images: Union["torch.Tensor", np.ndarray], quality: int) -> Union["torch.Tensor", np.ndarray]:
     """JPEG encode/decode with Pillow (quality 1-95, Pillow's default 4:2:0 chroma subsampling).
 
     ``images``: ``(3, H, W)`` or ``(N, 3, H, W)`` float tensor in [0, 1] (same layout, dtype and
     device back), or an ``(H, W, 3)`` float array in [0, 1] (an ``(H, W, 3)`` float32 array back)."""
-    def roundtrip(img: Union[torch.Tensor, np.ndarray]) -> np.ndarray:
+    def roundtrip(img: Union["torch.Tensor", np.ndarray]) -> np.ndarray:
         buf = io.BytesIO()
         Image.fromarray(to_uint8(img)).save(buf, format="JPEG", quality=int(quality))
         buf.seek(0)
@@ -236,14 +250,19 @@ def jpeg(images: Union[torch.Tensor, np.ndarray], quality: int) -> Union[torch.T
 
     if isinstance(images, np.ndarray):
         return roundtrip(images)
+    import torch
+
     x = images[None] if images.ndim == 3 else images
     y = torch.stack([torch.from_numpy(roundtrip(img)).permute(2, 0, 1) for img in x]).to(x.device, x.dtype)
     return y[0] if images.ndim == 3 else y
 
 
-def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian_blur(images: "torch.Tensor", sigma: float) -> "torch.Tensor":
     """Separable Gaussian blur of ``(3, H, W)`` or ``(N, C, H, W)`` images: kernel radius
     ``ceil(3 sigma)``, reflect padding (replicate when the image is smaller than the radius)."""
+    import torch
+    import torch.nn.functional as F
+
     x = images[None] if images.ndim == 3 else images
     radius = max(1, math.ceil(3 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)

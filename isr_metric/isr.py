@@ -6,7 +6,8 @@ Per edit (arXiv 2512.14320)::
     success = semantic_mismatch  OR  perceptually_degraded
     ISR     = #successes / #judged edits
 
-The rules (group rules, abstentions, the truth table) are :mod:`isr_metric.rules`; this module
+The compositions (group rules, abstentions, the truth table) are :mod:`isr_metric.compose`, the
+per-edit decisions and the report :mod:`isr_metric.rules`; this module
 scores samples with the judges (:mod:`isr_metric.scoring`, one request per unique input) and
 hands their verdicts to those rules.
 """
@@ -14,10 +15,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+from .compose import Composition, GroupWise, RuleLike
 from .judges.base import Judge
 from .registry import create_judge
-from .rules import (Composition, GroupWise, RuleLike, join_by_judge, judge_summary, key_order, report_from_samples,
-                    sample_info, sample_verdicts)
+from .rules import (join_by_judge, judge_summary, key_order, report_from_samples, report_rule, sample_info,
+                    sample_verdicts)
 from .scoring import score_samples
 from .types import EditSample, ISRReport, Verdict
 
@@ -66,7 +68,7 @@ def isr(
     order = key_order(verdicts)
     per_sample = sample_verdicts(verdicts, composition, order=order, info=_cluster_info(order, clusters))
     return report_from_samples(
-        per_sample, judges=[judge_summary(v) for v in join_by_judge(verdicts)], rule=composition.describe(),
+        per_sample, judges=[judge_summary(v) for v in join_by_judge(verdicts)], rule=report_rule(composition),
         confidence=confidence, ci_method=ci_method, n_boot=n_boot, seed=seed,
     )
 
@@ -126,7 +128,8 @@ class ISR:
         self.composition = composition if composition is not None else GroupWise(
             semantic_rule if semantic_rule is not None else rule,
             perceptual_rule if perceptual_rule is not None else rule, abstain)
-        self.composition.validate(len(self.semantic), len(self.perceptual))  # now, not after an hour of judging
+        if self.semantic or self.perceptual:  # now, not after an hour of judging
+            self.composition.check({j.name: j.kind for j in self.semantic + self.perceptual})
         self.confidence, self.ci_method, self.n_boot, self.seed = confidence, ci_method, n_boot, seed
         self.reset()
 
@@ -210,6 +213,6 @@ class ISR:
         desc = {j.name: j.describe() for j in self.semantic + self.perceptual if hasattr(j, "describe")}
         return report_from_samples(
             per_sample, judges=[judge_summary(v, desc.get(v.judge)) for v in join_by_judge(self._verdicts)],
-            rule=self.composition.describe(), confidence=self.confidence, ci_method=self.ci_method,
+            rule=report_rule(self.composition), confidence=self.confidence, ci_method=self.ci_method,
             n_boot=self.n_boot, seed=self.seed, failures=self._failures,
         )

@@ -7,21 +7,30 @@ not found among the static rows.
 
 Adding a judge: write its module under ``isr_metric/judges/`` and add one row to ``_BUILTIN``
 (or call :func:`register_judge` from your own package).
+
+**Instances.** A judge name may carry a label, ``KIND@LABEL`` (``mllm@gemini-2.5-pro``): the row
+of ``KIND`` creates it and the judge is named ``KIND@LABEL``, so one kind can appear several times
+(with different models or options) in one ISR, command line or config. Two instances need distinct
+names (:func:`check_instance_names`); their scorer identities, not their names, decide whether
+they share requests and cached scores.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import hashlib
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .devices import DeviceError, check_device
+from .types import JUDGE_KINDS
 
 __all__ = [
     "JudgeSpec",
@@ -34,7 +43,11 @@ __all__ = [
     "create_judge",
     "list_judges",
     "get_spec",
+    "split_instance",
+    "check_instance_names",
 ]
+
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]*")
 
 
 class MissingExtraError(ImportError):
@@ -210,16 +223,19 @@ _BUILTIN: Tuple[JudgeSpec, ...] = (
                      "higher_is_better= explicitly"),
     _row("clip", "isr_metric.judges.clip:OpenClipJudge", "semantic", "open_clip", False, True,
          requires=("open_clip",), extra="clip",
-         description="CLIP image-text raw cosine in [-1, 1] (open_clip); modes absolute, "
+         description="CLIP image-text raw cosine in [-1, 1] (open_clip: ViT-B-32, ViT-L-14, SigLIP...; "
+                     "open_clip's own preprocessing, tag= for a checkpoint file); modes absolute, "
                      "relative_source, relative_reference, directional"),
     _row("clip-hf", "isr_metric.judges.clip:HFClipJudge", "semantic", "transformers", False, True,
          requires=("transformers",), extra="vlm",
-         description="CLIP raw cosine in [-1, 1] with a transformers CLIPModel (hub id or folder); "
-                     "same modes as 'clip'"),
+         description="CLIP / SigLIP / SigLIP 2 raw cosine in [-1, 1] with a transformers dual encoder "
+                     "(CLIPModel, SiglipModel, Siglip2Model; hub id or folder); same modes as 'clip'"),
     _row("vqa", "isr_metric.judges.vqa:VQAJudge", "semantic", "transformers", False, True,
          requires=("transformers",), extra="vlm",
-         description="local VLM: P(yes)/(P(yes)+P(no)) to 'Does this image show {target}?'; "
-                     "any image-text-to-text model with a chat template"),
+         description="local VLM: P(yes)/(P(yes)+P(no)) at the first answer token to 'Does this image "
+                     "show {target}?'; verified: Qwen2-VL, Qwen2.5-VL, SmolVLM / Idefics3, LLaVA-1.5, "
+                     "LLaVA-OneVision, Gemma 3, InternVL3-HF (other chat VLMs warn; PaliGemma and "
+                     "encoder-decoder models are refused)"),
     _row("mllm", "isr_metric.judges.mllm:MLLMJudge", "semantic", "openai-compatible HTTP", False, True,
          requires=("httpx",), extra="mllm",
          description="MLLM over an OpenAI-compatible API (paper protocol): success = edit not "
@@ -228,6 +244,10 @@ _BUILTIN: Tuple[JudgeSpec, ...] = (
          "openai-compatible HTTP", False, True, requires=("httpx",), extra="mllm",
          description="perceptual side of the MLLM protocol: success = the model says the edit is "
                      "degraded (shares the answer cache with 'mllm')"),
+    _row("mllm-any", "isr_metric.judges.mllm:MLLMAnyJudge", "either", "openai-compatible HTTP", False, True,
+         requires=("httpx",), extra="mllm",
+         description="one verdict per edit from one MLLM answer: success = not accomplished OR degraded "
+                     "(the per-judge composition; shares the answer cache with 'mllm')"),
     _row("offline:brisque", "isr_metric.judges.offline_iqa:OfflineBRISQUE", "perceptual", "pyiqa", True,
          False, requires=("pyiqa",), extra="iqa",
          description="BRISQUE (pyiqa) with LIVE's original model (allmodel/allrange, shipped); "
@@ -272,8 +292,11 @@ def register_judge(
         @register_judge("my-iqa", kind="perceptual", higher_is_better=True)
         class MyIQA(Judge): ...
     """
-    if kind not in ("semantic", "perceptual"):
-        raise ValueError(f"register_judge({name!r}): kind must be 'semantic' or 'perceptual', got {kind!r}")
+    if kind not in JUDGE_KINDS:
+        raise ValueError(f"register_judge({name!r}): kind must be one of {JUDGE_KINDS}, got {kind!r}")
+    if "@" in name:
+        raise ValueError(f"register_judge({name!r}): '@' separates a judge kind from an instance label "
+                         "(mllm@gemini-2.5-pro); register the kind without it")
 
     def _do(f):
         _ensure_builtins()
@@ -312,9 +335,40 @@ def _dynamic_rows() -> Dict[str, JudgeSpec]:
     return _provided
 
 
+def split_instance(name: str) -> Tuple[str, Optional[str]]:
+    """``(kind, label)`` of an instance name: ``("mllm", "gemini-2.5-pro")`` for
+    ``"mllm@gemini-2.5-pro"``, ``(name, None)`` without a label. Raises ValueError on an empty or
+    odd label."""
+    kind, at, label = str(name).partition("@")
+    if not at:
+        return kind, None
+    if not kind or not _LABEL.fullmatch(label):
+        raise ValueError(f"judge name {name!r}: expected KIND@LABEL with a label of letters, digits and "
+                         "._:/+- (e.g. mllm@gemini-2.5-pro)")
+    return kind, label
+
+
+def check_instance_names(names: Sequence[str], *, where: str = "--judges") -> None:
+    """Raise ValueError when two judges of ``names`` share a name, saying how to tell instances
+    apart (``KIND@LABEL``)."""
+    names = list(names)
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if not dup:
+        return
+    kind, _ = split_instance(dup[0])
+    a, b, opt = ("gemini-2.5-pro", "gemini-2.5-flash", "model=...") if kind.startswith("mllm") else ("a", "b", "KEY=VALUE")
+    raise ValueError(f"{where} lists {', '.join(repr(d) for d in dup)} more than once: two instances of one "
+                     f"judge need distinct names KIND@LABEL, e.g. {where} {kind}@{a},{kind}@{b}, each with "
+                     f"its own options (--judge-option {kind}@{a}:{opt})")
+
+
 def get_spec(name: str) -> JudgeSpec:
-    """The registry row for ``name``; KeyError names close matches."""
+    """The registry row for ``name``; ``KIND@LABEL`` gives the row of ``KIND`` named ``KIND@LABEL``.
+    KeyError names close matches."""
     _ensure_builtins()
+    if name not in _REGISTRY and "@" in str(name):
+        kind, _ = split_instance(name)
+        return dataclasses.replace(get_spec(kind), name=name)
     if name in _REGISTRY:
         return _REGISTRY[name]
     dyn = _dynamic_rows()
@@ -353,9 +407,18 @@ def create_judge(name: str, /, **options: Any):
         )
     factory = spec.resolve_factory()
     kwargs = {**spec.defaults, **options}
+    instance = name if name not in _REGISTRY and split_instance(name)[1] is not None else None
+    if instance is not None:
+        if kwargs.get("name") not in (None, instance):
+            raise JudgeOptionError(f"judge {name!r} is also given name={kwargs['name']!r}; pass one of them")
+        got = accepted_options(factory)
+        if got is not None and "name" in got[0]:
+            kwargs["name"] = instance
     _validate_options(name, factory, kwargs)
     judge = factory(**kwargs)
-    if getattr(judge, "name", None) in (None, ""):
+    if instance is not None and getattr(judge, "name", None) != instance:
+        judge.name = instance
+    elif getattr(judge, "name", None) in (None, ""):
         try:
             judge.name = name
         except AttributeError:
@@ -366,8 +429,8 @@ def create_judge(name: str, /, **options: Any):
 def list_judges(kind: Optional[str] = None, pattern: str = "*", *, dynamic: bool = True) -> List[JudgeSpec]:
     """Registered judges, sorted by name, filtered by ``kind`` and a glob ``pattern``.
     ``dynamic=False`` skips provider rows (which may import a backend to read its model list)."""
-    if kind not in (None, "semantic", "perceptual"):
-        raise ValueError(f"kind must be None, 'semantic' or 'perceptual', got {kind!r}")
+    if kind is not None and kind not in JUDGE_KINDS:
+        raise ValueError(f"kind must be None or one of {JUDGE_KINDS}, got {kind!r}")
     _ensure_builtins()
     rows = dict(_dynamic_rows()) if dynamic else {}
     rows.update(_REGISTRY)

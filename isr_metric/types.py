@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-import torch
 
 from ._version import __version__
-from .imageops import image_digest, to_tensor
+from .imageops import image_digest, is_tensor, to_tensor
 
 __all__ = [
     "EditSample",
@@ -40,6 +39,9 @@ __all__ = [
 ]
 
 SUCCESS_IF = ("above", "below")
+#: what a judge's verdict says: a semantic mismatch, a perceptual degradation, or either of them
+#: (one verdict per edit, e.g. an MLLM answering both questions: see isr_metric.compose)
+JUDGE_KINDS = ("semantic", "perceptual", "either")
 
 ImageLike = Any  # str | Path | PIL.Image | np.ndarray | torch.Tensor
 
@@ -69,8 +71,8 @@ def _encode_image(img: ImageLike) -> Any:
         return None
     if isinstance(img, (str, Path)):
         return {"path": str(img)}
-    if isinstance(img, torch.Tensor):
-        arr = img.detach().cpu().to(torch.float32).numpy()
+    if is_tensor(img):
+        arr = img.detach().cpu().float().numpy()
     elif hasattr(img, "mode") and hasattr(img, "size"):  # PIL image
         arr = to_tensor(img).numpy()
     else:
@@ -90,6 +92,8 @@ def _decode_image(obj: Any) -> ImageLike:
         return obj
     if "path" in obj:
         return obj["path"]
+    import torch
+
     arr = np.frombuffer(base64.b64decode(obj["tensor"]), dtype=np.float32).reshape(obj["shape"])
     return torch.from_numpy(arr.copy())
 
@@ -238,8 +242,8 @@ class Verdict:
                     f"Verdict({self.judge!r}): '{name}' has {len(getattr(self, name))} entries but "
                     f"'keys' has {n}; every per-sample field must be aligned with keys."
                 )
-        if self.kind not in ("semantic", "perceptual"):
-            raise ValueError(f"Verdict.kind must be 'semantic' or 'perceptual', got {self.kind!r}")
+        if self.kind not in JUDGE_KINDS:
+            raise ValueError(f"Verdict.kind must be one of {JUDGE_KINDS}, got {self.kind!r}")
         if self.success_if is not None and self.success_if not in SUCCESS_IF:
             raise ValueError(f"Verdict.success_if must be one of {SUCCESS_IF}, got {self.success_if!r}")
         # normalise containers (lists -> tuples, numpy bools -> bool)

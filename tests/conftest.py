@@ -64,6 +64,8 @@ class TinyResources:
 
     def __init__(self, tmp_path_factory) -> None:
         self._tmp = tmp_path_factory
+        #: where session-wide builds go (tests/families.py's ``built(name, where)`` takes it)
+        self.tmp_path_factory = tmp_path_factory
         self._memo = {}
 
     def _get(self, name, build):

@@ -72,6 +72,7 @@ SUBSTITUTIONS: List[Tuple[str, str]] = [
     ("skimage_photos(288)", "skimage_photos(96)"),
     # scripts of the repository, run from the scratch folder
     ("python calibration/", "python {repo}/calibration/"),
+    ("PYTHONPATH=. python bench/", "PYTHONPATH={repo} python {repo}/bench/"),
 ]
 
 

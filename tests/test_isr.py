@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from isr_metric import ISR, EditSample, create_judge, isr
-from isr_metric.rules import group_by, group_decision, parse_rule
+from isr_metric.compose import group_decision, parse_rule
 from isr_metric.judges.base import verdict_from_scores
+from isr_metric.rules import group_by
 from isr_metric.types import Verdict
 
 

@@ -6,7 +6,10 @@ thresholds, margins, modes and a card from a fresh cache object on the same fold
 process), counting calls of the judge's compute hook: re-deciding must make **zero** calls. The
 unreadable image abstains with its path in the reason; ``__call__`` is the base class's.
 
-Adding a fixture (a model family, an endpoint) is one entry in :data:`CASES`. Every registered
+Adding a fixture (a model family, an endpoint) is one entry in :data:`CASES`; the real model
+families of tests/families.py (the default CLIP architectures, SigLIP, one replica per VLM family)
+enter through its ``JUDGE_FIXTURES`` table, built once per session and shared with the family
+tests, their weights read once per case (:func:`_load_weights_once`). Every registered
 judge needs a case, except the pyiqa metrics that need downloaded weights: those without an entry
 run with pyiqa's ``create_metric`` replaced by a stub (our wrapper end to end: options, direction
 from pyiqa's config, identity, caching, decisions -- not pyiqa's network); a representative set of
@@ -16,6 +19,7 @@ the weight-free ones (piqe, entropy, NIQE with local parameters) run for real.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import warnings
 from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
@@ -27,6 +31,7 @@ from isr_metric import EditSample, create_judge, list_judges
 from isr_metric.cache import ScoreCache
 from isr_metric.judges.base import Judge
 
+from .families import JUDGE_FIXTURES
 
 pyiqa = pytest.importorskip("pyiqa")
 
@@ -87,12 +92,15 @@ class JudgeCase:
     decisions: decision options tried after scoring (``Q1``/``Q3`` = quartiles of the judge's
     absolute scores, ``CARD`` = a card bound to the judge at ``Q1``); the first pass scores every
     mode they use, the second must not call the model.
+    family: a real model family (tests/families.py): created without any UserWarning (a verified
+    family, a checkpoint with its own preprocessing), its weights read once per case.
     """
 
     judge: str
     options: Callable[[Any], Dict[str, Any]] = lambda r: {}
     decisions: Tuple[Dict[str, Any], ...] = ({"threshold": Q1}, {"threshold": Q3}, {"card": CARD})
     stub_pyiqa: bool = False
+    family: bool = False
 
 
 _IQA_DECISIONS = ({"mode": "relative_reference", "margin": 0.5}, {"mode": "relative_reference", "margin": 5.0},
@@ -122,6 +130,7 @@ CASES: Dict[str, JudgeCase] = {
     "vqa-llava-tiny": JudgeCase("vqa", lambda r: {"model": str(r.llava), "device": "cpu"}),
     "mllm-loopback": JudgeCase("mllm", _mllm, ({}, {"name": "mllm@renamed"})),
     "mllm-degraded-loopback": JudgeCase("mllm-degraded", _mllm, ({}, {"name": "mllm-degraded@renamed"})),
+    "mllm-any-loopback": JudgeCase("mllm-any", _mllm, ({}, {"name": "mllm-any@renamed"})),
     "offline:brisque": JudgeCase("offline:brisque", decisions=_IQA_DECISIONS),
     "offline:niqe": JudgeCase("offline:niqe", lambda r: {"device": "cpu"}, _IQA_DECISIONS),
     # pyiqa, weight-free or with local parameters: real
@@ -141,6 +150,16 @@ CASES: Dict[str, JudgeCase] = {
         "device": "cpu", "allow_download": False, "metric_options": {"pretrained": False}},
         ({"threshold": Q1}, {"card": CARD})),
 }
+
+
+def _family_case(judge: str, options: Callable[[Any], Dict[str, Any]]) -> JudgeCase:
+    return JudgeCase(judge, lambda r: options(r.tmp_path_factory),
+                     _CLIP_DECISIONS if judge.startswith("clip") else JudgeCase.decisions, family=True)
+
+
+# the real families: the default CLIP architectures (ViT-B-32 on open_clip and transformers),
+# SigLIP / SigLIP 2, and one tiny replica per VLM family
+CASES.update({name: _family_case(judge, options) for name, (judge, options) in JUDGE_FIXTURES.items()})
 
 
 def _shipped(spec) -> bool:
@@ -198,6 +217,31 @@ def _count_compute(judge: Judge) -> List[int]:
     return calls
 
 
+def _load_weights_once(monkeypatch) -> None:
+    """The model loaders the judges call (open_clip's ``create_model_and_transforms``, transformers'
+    ``AutoModel`` / ``AutoModelForImageTextToText.from_pretrained``) return, for the same arguments,
+    what they returned the first time in this test: every judge's constructor runs in full (config,
+    processor, family checks, answer tokens), the weights (600 MB for ViT-B-32) are read once."""
+    import open_clip
+    import transformers
+
+    memo: Dict[str, Any] = {}
+
+    def once(owner, attr):
+        real = getattr(owner, attr)
+
+        def load(*args, **kwargs):
+            key = f"{owner.__name__}.{attr}{args!r}{sorted(kwargs.items())!r}"
+            if key not in memo:
+                memo[key] = real(*args, **kwargs)
+            return memo[key]
+        monkeypatch.setattr(owner, attr, load)
+
+    once(open_clip, "create_model_and_transforms")
+    once(transformers.AutoModel, "from_pretrained")
+    once(transformers.AutoModelForImageTextToText, "from_pretrained")
+
+
 def _resolve(decision: Dict[str, Any], quartiles: Tuple[float, float], card) -> Dict[str, Any]:
     out = {}
     for k, v in decision.items():
@@ -215,6 +259,8 @@ def test_judge_scores_once_and_decides_many(case_id, case, res, samples, tmp_pat
             return _StubMetric(name, kwargs)
         monkeypatch.setattr(pyiqa, "create_metric", create_metric)
     base = case.options(res)
+    if case.family:
+        _load_weights_once(monkeypatch)
     cache_dir = tmp_path / "cache"
 
     def make(**decision) -> Tuple[Judge, List[int]]:
@@ -223,7 +269,10 @@ def test_judge_scores_once_and_decides_many(case_id, case, res, samples, tmp_pat
         return j, _count_compute(j)
 
     # creation: the base class owns the call path, the identity is stable and derived
-    j, calls = make()
+    with warnings.catch_warnings():
+        if case.family:  # a verified family, loaded with its own preprocessing: nothing to warn about
+            warnings.simplefilter("error", UserWarning)
+        j, calls = make()
     assert type(j).__call__ is Judge.__call__
     assert j.identity_is_stable and j.identity_hash() == create_judge(case.judge, **base).identity_hash()
     if case.stub_pyiqa:

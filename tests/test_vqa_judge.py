@@ -121,5 +121,11 @@ def test_dtype_option(llava_dir):
 
 def test_answer_token_ids_prefers_single_tokens(judge):
     tok = judge.processor.tokenizer
-    assert answer_token_ids(tok, ["Yes"]) == [tok.encode("Yes", add_special_tokens=False)[0]]  # fallback
+    with pytest.warns(UserWarning, match="first tokens"):  # fallback: "Yes" is not one token here
+        assert answer_token_ids(tok, ["Yes"]) == [tok.encode("Yes", add_special_tokens=False)[0]]
     assert answer_token_ids(tok, ["Yes", "yes"]) == [tok.encode("yes", add_special_tokens=False)[0]]
+    # in context: the word as it follows the prompt ("Ġyes" after "ASSISTANT:" + space)
+    ctx = "USER: hi ASSISTANT:"
+    assert answer_token_ids(tok, [" yes"], context=ctx) == tok.encode(ctx + " yes", add_special_tokens=False)[-1:]
+    # a first token that is only whitespace never stands for an answer
+    assert answer_token_ids(tok, ["  "]) == []

@@ -12,15 +12,15 @@ import torch
 
 from ..cache import ScoreCache
 from ..cards import load_card
+from ..compose import GroupWise, parse_rule
 from ..data import ManifestError, load_manifest
 from ..devices import check_device
 from ..evaluate import DEFAULT_MAX_PIXELS, evaluate
 from ..judges.base import CardMismatchError
 from ..judges.pyiqa_compat import WeightsUnavailableError
 from ..legacy import create_legacy
-from ..registry import accepted_options, create_judge, get_spec
+from ..registry import accepted_options, check_instance_names, create_judge, get_spec
 from ..report import write_report
-from ..rules import parse_rule
 
 
 def add_cache_options(p: argparse.ArgumentParser) -> None:
@@ -165,6 +165,7 @@ def check_rules(names: Sequence[str], options: Dict[str, Dict[str, Any]], args) 
     """Refuse an impossible rule (``3-of-2``) before any judge is built: group sizes come from the
     registry's kinds."""
     kinds = [options.get(n, {}).get("kind", get_spec(n).kind) for n in names]
+    GroupWise().check(dict(zip(names, kinds)))  # judges of kind 'either' need the per-judge composition
     for group, flag, rule in (("semantic", "--semantic-rule", args.semantic_rule or args.rule),
                               ("perceptual", "--perceptual-rule", args.perceptual_rule or args.rule)):
         n = kinds.count(group)
@@ -233,9 +234,7 @@ def run(args) -> int:
         names = split_names(args.judges)
         if not names:
             raise ValueError("give at least one judge with --judges NAME (see `isr judges`)")
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"--judges lists {', '.join(dup)} twice; give each judge once")
+        check_instance_names(names)
         options = parse_judge_options(args.judge_option, args.card, judges=names)
         check_rules(names, options, args)
         if args.batch_size < 1:

@@ -7,9 +7,10 @@ import json
 from ..registry import list_judges
 
 
+
 def add_parser(sub, help: str) -> argparse.ArgumentParser:
     p = sub.add_parser("judges", help=help)
-    p.add_argument("--kind", choices=["semantic", "perceptual"], help="only judges of this kind")
+    p.add_argument("--kind", choices=["semantic", "perceptual", "either"], help="only judges of this kind")
     p.add_argument("--pattern", default="*", help="glob on the judge name, e.g. 'iqa:*'")
     p.add_argument("--offline", action="store_true", help="only judges that need no download")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -23,10 +23,24 @@ mode                    score                                                   
 
 Relative modes need no calibrated threshold, only a margin (default 0). A sample that lacks what
 its mode needs (``source``, ``reference``, ``source_caption``) abstains with a reason.
+
+Preprocessing is the backend's own: open_clip's ``create_model_and_transforms`` validation transform
+(resize, crop, normalisation of the model / pretrained tag) and the transformers processor saved
+with the model (``CLIPProcessor``, ``SiglipProcessor``...). Images reach it as RGB uint8 PIL images,
+so a PNG read from disk is preprocessed exactly as ``preprocess(Image.open(path))`` would be.
+
+SigLIP (open_clip ``ViT-*-SigLIP*``, transformers ``SiglipModel`` / ``Siglip2Model``) scores with the
+same raw cosine. SigLIP's own match probability is ``sigmoid(exp(logit_scale) * cos + logit_bias)``,
+a monotone function of the cosine, so an absolute threshold can be converted either way. SigLIP text
+(transformers backend) is always padded to the model's full length (64 tokens), as it was trained --
+padded to the longest text of a batch its embedding would depend on the batch.
 """
 from __future__ import annotations
 
+import inspect
 import math
+import os
+import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
@@ -189,6 +203,52 @@ def _normalise(x: Any) -> torch.Tensor:
     return torch.nn.functional.normalize(x.float(), dim=-1)
 
 
+#: transformers model types whose text embedding depends on padding (bidirectional text tower pooled
+#: at the last position): their text is padded to the full length, as they were trained. CLIP's
+#: causal, end-token-pooled text embedding does not depend on padding, so it is padded to the
+#: longest text (up to 8x less text compute than padding to 77 tokens).
+FULL_LENGTH_TEXT_MODELS = ("siglip", "siglip2")  # transformers' SigLIP docs: padding="max_length"
+
+_TAG_PREPROCESS = (("mean", "image_mean"), ("std", "image_std"), ("interpolation", "image_interpolation"),
+                   ("resize_mode", "image_resize_mode"))
+
+
+def _preprocess_key(cfg: Dict[str, Any]) -> Tuple[Any, ...]:
+    return tuple(tuple(cfg[k]) if isinstance(cfg.get(k), (list, tuple)) else cfg.get(k) for k, _ in _TAG_PREPROCESS)
+
+
+def _open_clip_tag_options(open_clip: Any, model: str, pretrained: Optional[str], tag: Optional[str]) -> Dict[str, Any]:
+    """``create_model_and_transforms`` options that give a checkpoint *file* the preprocessing open_clip
+    uses for the registered ``tag`` it was downloaded as (a file carries no preprocessing config)."""
+    from open_clip.transform import PreprocessCfg
+
+    is_file = bool(pretrained) and os.path.isfile(str(pretrained))
+    default = {k: getattr(PreprocessCfg(), k) for k, _ in _TAG_PREPROCESS}
+    if tag is None:
+        tags = open_clip.list_pretrained_tags_by_model(model) if is_file else []
+        cfgs = [open_clip.get_pretrained_cfg(model, t) for t in tags]
+        if cfgs and all(_preprocess_key({**default, **c}) != _preprocess_key(default) for c in cfgs):
+            warnings.warn(
+                f"open_clip preprocesses the checkpoint file {pretrained!r} with its defaults "
+                f"({dict(zip(('mean', 'std', 'interpolation', 'resize_mode'), _preprocess_key(default)))}), but "
+                f"every registered tag of {model!r} ({', '.join(tags)}) uses other preprocessing; pass "
+                "tag=<the tag the file was downloaded as> to use that tag's preprocessing",
+                UserWarning, stacklevel=4)
+        return {}
+    if not is_file:
+        raise ValueError(f"tag={tag!r} gives a checkpoint file its tag's preprocessing; pretrained={pretrained!r} "
+                         "is not a file (pass the tag itself as pretrained=, or the file's path)")
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    if not cfg:
+        raise ValueError(f"{tag!r} is not a pretrained tag of open_clip model {model!r}; its tags: "
+                         f"{open_clip.list_pretrained_tags_by_model(model)}")
+    if bool(cfg.get("quick_gelu", False)) != bool((open_clip.get_model_config(model) or {}).get("quick_gelu", False)):
+        warnings.warn(f"pretrained tag {tag!r} was trained with quick_gelu={bool(cfg.get('quick_gelu'))} but model "
+                      f"{model!r} uses the other activation (open_clip warns the same for the tag); use the "
+                      f"'{model}-quickgelu' model name for it", UserWarning, stacklevel=4)
+    return {new: cfg[old] for old, new in _TAG_PREPROCESS if cfg.get(old) is not None}
+
+
 class OpenClipJudge(ClipJudge):
     """CLIP judge on open_clip.
 
@@ -197,6 +257,10 @@ class OpenClipJudge(ClipJudge):
             ``"local-dir:/path"`` (folder with ``open_clip_config.json`` and weights).
         pretrained: a pretrained tag (``"laion2b_s34b_b79k"``) or a local checkpoint file; ignored
             for ``hf-hub:`` and ``local-dir:`` names.
+        tag: with ``pretrained=<file>``: the registered tag the file was downloaded as, so that
+            images get that tag's preprocessing (mean/std, interpolation, resize mode). A file alone
+            gets open_clip's defaults, which differ for e.g. ``ViT-L-14`` ``laion2b_s32b_b82k``
+            (mean/std 0.5) and every SigLIP tag (mean/std 0.5, squash resize).
         model_config: path to a JSON model config (or a folder of them) to register with
             ``open_clip.add_model_config`` before creating ``model`` -- for custom architectures.
         precision: open_clip precision (``"fp32"``, ``"fp16"``, ``"bf16"``, ``"amp"``...).
@@ -209,7 +273,7 @@ class OpenClipJudge(ClipJudge):
     offline = False
 
     def __init__(self, *, model: str = "ViT-B-32", pretrained: Optional[str] = "laion2b_s34b_b79k",
-                 model_config: Optional[str] = None, precision: str = "fp32",
+                 tag: Optional[str] = None, model_config: Optional[str] = None, precision: str = "fp32",
                  cache_dir: Optional[str] = None, **kwargs: Any) -> None:
         if model.startswith(("hf-hub:", "local-dir:")):
             pretrained = None
@@ -219,9 +283,11 @@ class OpenClipJudge(ClipJudge):
 
         if model_config is not None:
             open_clip.add_model_config(model_config)
+        options = _open_clip_tag_options(open_clip, model, pretrained, tag)
         try:
             net, _, preprocess = open_clip.create_model_and_transforms(
-                model, pretrained=pretrained, device=self.device, precision=precision, cache_dir=cache_dir)
+                model, pretrained=pretrained, device=self.device, precision=precision, cache_dir=cache_dir,
+                **options)
         except RuntimeError as e:
             raise RuntimeError(
                 f"open_clip could not create model {model!r} with pretrained={pretrained!r}: {e}. "
@@ -231,20 +297,41 @@ class OpenClipJudge(ClipJudge):
         self.model = net.eval()
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(model)
-        self._dtype = next(net.parameters()).dtype
+        # the dtype open_clip feeds images in for this precision (its low-precision models keep some
+        # parameters in float32, so the first parameter's dtype is not the input dtype)
+        self._dtype = open_clip.get_input_dtype(precision) or torch.float32
         self.model_id = model if pretrained is None else f"{model}/{pretrained}"
+        if tag is not None:
+            self.model_id += f"@{tag}"
 
+    def preprocess_images(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``(N, 3, S, S)`` float32: open_clip's validation transform of each image (as RGB uint8)."""
+        return torch.stack([self.preprocess(to_pil(im)) for im in images])
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """``(N, context_length)`` token ids from the model's own open_clip tokenizer."""
+        return self.tokenizer(list(texts))
+
+    @torch.no_grad()
     def encode_images(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        batch = torch.stack([self.preprocess(to_pil(im)) for im in images]).to(self.device, self._dtype)
+        batch = self.preprocess_images(images).to(self.device, self._dtype)
         return _normalise(self.model.encode_image(batch))
 
+    @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        return _normalise(self.model.encode_text(self.tokenizer(list(texts)).to(self.device)))
+        return _normalise(self.model.encode_text(self.tokenize(texts).to(self.device)))
 
 
 class HFClipJudge(ClipJudge):
     """CLIP judge on transformers: any model with ``get_image_features`` / ``get_text_features``
-    (``CLIPModel``, SigLIP...) loaded by ``from_pretrained`` id or local folder.
+    (``CLIPModel``, ``SiglipModel``, ``Siglip2Model``...) loaded by ``from_pretrained`` id or local folder.
+
+    Images go through the saved processor; every tensor it returns that ``get_image_features``
+    accepts is passed (``pixel_values``, and SigLIP 2's ``pixel_attention_mask`` /
+    ``spatial_shapes``). SigLIP text is padded to the text model's full length (64 tokens), as it was
+    trained (:data:`FULL_LENGTH_TEXT_MODELS`); other texts to the longest of the batch, truncated at
+    ``max_position_embeddings`` (77 for CLIP, whose causal, end-token-pooled embedding does not depend
+    on padding).
 
     Args:
         model: hub id (``"openai/clip-vit-base-patch32"``) or a local folder saved with
@@ -260,8 +347,13 @@ class HFClipJudge(ClipJudge):
 
     def __init__(self, *, model: str = "openai/clip-vit-base-patch32", dtype: str = "float32",
                  revision: Optional[str] = None, **kwargs: Any) -> None:
+        from transformers import AutoConfig, AutoModel, AutoProcessor
+
+        # the model type decides the text padding, which keys the scores: known (from the config
+        # alone) before the base class checks a card against the scorer identity
+        config = AutoConfig.from_pretrained(model, revision=revision)
+        self._full_length = getattr(config, "model_type", None) in FULL_LENGTH_TEXT_MODELS
         super().__init__(**kwargs)
-        from transformers import AutoModel, AutoProcessor
 
         self._dtype = resolve_dtype(dtype)
         self.model = AutoModel.from_pretrained(model, dtype=self._dtype, revision=revision).to(self.device).eval()
@@ -271,14 +363,36 @@ class HFClipJudge(ClipJudge):
         self.processor = AutoProcessor.from_pretrained(model, revision=revision)
         cfg = getattr(self.model.config, "text_config", self.model.config)
         self._max_len = getattr(cfg, "max_position_embeddings", None)
+        self._image_args = set(inspect.signature(self.model.get_image_features).parameters)
+        self._text_args = set(inspect.signature(self.model.get_text_features).parameters)
         self.model_id = model
 
-    def encode_images(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        px = self.processor(images=[to_pil(im) for im in images], return_tensors="pt")["pixel_values"]
-        return _normalise(self.model.get_image_features(pixel_values=px.to(self.device, self._dtype)))
+    def preprocess_images(self, images: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """What the saved processor makes of the images (as RGB uint8), restricted to the inputs of
+        ``get_image_features`` -- ``pixel_values`` ``(N, 3, H, W)`` and any masks / shapes."""
+        out = self.processor(images=[to_pil(im) for im in images], return_tensors="pt")
+        return {k: v for k, v in out.items() if k in self._image_args and isinstance(v, torch.Tensor)}
 
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        tok = self.processor(text=list(texts), padding=True, truncation=True, max_length=self._max_len,
+    def tokenize(self, texts: Sequence[str]) -> Dict[str, torch.Tensor]:
+        """Token ids (and the attention mask, if the processor makes one): padded to the full length for
+        :data:`FULL_LENGTH_TEXT_MODELS`, else to the longest text; truncated at the model's length."""
+        pad = "max_length" if self._full_length and self._max_len else True
+        out = self.processor(text=list(texts), padding=pad, truncation=True, max_length=self._max_len,
                              return_tensors="pt")
-        tok = {k: v.to(self.device) for k, v in tok.items() if k in ("input_ids", "attention_mask")}
-        return _normalise(self.model.get_text_features(**tok))
+        return {k: v for k, v in out.items() if k in self._text_args and isinstance(v, torch.Tensor)}
+
+    def _identity_extra(self) -> Dict[str, Any]:
+        # SigLIP's text embedding depends on its padding, which the model type decides (not an
+        # argument): it keys the scores, so those made when SigLIP text was padded to the longest
+        # text of a batch (before this was fixed) are never served as full-length ones
+        return {"text_padding": "max_length"} if self._full_length else {}
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        inputs = {k: (v.to(self.device, self._dtype) if torch.is_floating_point(v) else v.to(self.device))
+                  for k, v in self.preprocess_images(images).items()}
+        return _normalise(self.model.get_image_features(**inputs))
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        return _normalise(self.model.get_text_features(**{k: v.to(self.device) for k, v in self.tokenize(texts).items()}))

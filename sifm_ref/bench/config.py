@@ -25,9 +25,9 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple,
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from isr_metric.compose import parse_rule
 from isr_metric.legacy import LEGACY_METRICS
 from isr_metric.registry import accepted_options, get_spec, load_plugin
-from isr_metric.rules import parse_rule
 
 from ..artifacts import slug
 from ..attacks import list_methods, method_options
