@@ -600,3 +600,23 @@ def test_report_from_python_shows_the_thumbnails_of_the_cli_report(tmp_path):
     thumbs = lambda text: [line for line in text.split("<img") if 'class="th"' in line]  # noqa: E731
     assert len(thumbs(html)) == 9 and thumbs(html) == thumbs(cli)
     assert ISRReport.from_json(Path(paths["report.json"]).read_text()).per_sample == report.per_sample
+
+
+def test_evaluate_takes_another_composition(tmp_path):
+    """evaluate(composition=PerJudge("all")): each judge's one verdict, combined across judges; the
+    report names the composition."""
+    from isr_metric.compose import PerJudge
+    from isr_metric.evaluate import evaluate
+
+    rows = ["key,edited,prompt"]
+    for i in range(6):
+        _png(tmp_path / f"e{i}.png", value=0.2 + 0.12 * i, seed=i)
+        rows.append(f"k{i},e{i}.png,p")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    a, b = _mean_judge(threshold=0.45, name="a"), _mean_judge(threshold=0.6, name="b")
+    rep = evaluate(tmp_path / "m.csv", [a, b], composition=PerJudge("all"), n_boot=50).report
+    assert rep.rule == {"form": "per-judge", "across": "all", "abstain": "strict"}
+    for s in rep.per_sample:
+        assert s.success == (s.judges["a"].success and s.judges["b"].success) and s.semantic is None
+    anyof = evaluate(tmp_path / "m.csv", [a, b], composition=PerJudge("any"), n_boot=50).report
+    assert anyof.n_success > rep.n_success
