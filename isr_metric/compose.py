@@ -14,14 +14,14 @@ request). Two compositions turn the judges' verdicts into the edit's success:
   not accomplished OR degraded; a semantic or perceptual judge: its own success), and the verdicts
   are combined across judges by ``across``. The paper's protocol: two MLLMs, ``across="all"``.
 
-Rules (:func:`~isr_metric.isr.parse_rule`): ``"any"``, ``"all"``, ``"majority"`` (more than
+Rules (:func:`parse_rule`): ``"any"``, ``"all"``, ``"majority"`` (more than
 half), an int k or ``"k-of-n"``. Abstentions follow ``abstain``, where judges are combined by a
 rule: ``"strict"`` decides only when the missing answers could not change the result (three-valued
 logic); ``"drop"`` leaves abstaining judges out and applies the rule to those that answered (a
 fixed k needs at least k answers). An OR (between the groups, or between the two questions of
 :func:`either_column`) is three-valued in both modes: success if one side says success, failure if
-both say failure, otherwise undecided. These are the semantics of :mod:`isr_metric.isr`'s
-group-wise aggregator, which this module's :class:`GroupWise` reproduces.
+both say failure, otherwise undecided. These are the semantics of :class:`GroupWise`, the composition of
+:class:`~isr_metric.isr.ISR` and ``isr evaluate``.
 
 Everything here is pure: inputs are :class:`JudgeColumn` (one judge's outcomes, aligned with a
 list of sample keys; :func:`columns_from_verdicts` builds them from :class:`~isr_metric.types.Verdict`
@@ -34,21 +34,22 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .isr import group_decision, parse_rule
 from .stats import rate_interval
 from .types import JUDGE_KINDS, Verdict
 
-__all__ = ["Outcome", "JudgeColumn", "Decisions", "Composition", "GroupWise", "PerJudge", "composition_from",
+__all__ = ["parse_rule", "group_decision", "RuleLike", "Outcome", "JudgeColumn", "Decisions", "Composition", "GroupWise", "PerJudge", "composition_from",
            "columns_from_verdicts", "either_column", "combine_rule", "or3", "truth_table", "format_truth_table",
            "JudgeRate", "judge_rates", "Agreement", "cohen_kappa", "pairwise_agreement", "KIND_SAYS"]
 
 Outcome = Optional[bool]
 RuleLike = Union[str, int]
+_KOFN = re.compile(r"^\s*(\d+)\s*-?\s*of\s*-?\s*(n|\d+)\s*$", re.IGNORECASE)
 
 #: what a judge's success means, by kind (for texts)
 KIND_SAYS: Mapping[str, str] = {
@@ -60,6 +61,84 @@ _KIND_SHORT = {"semantic": "not accomplished", "perceptual": "degraded", "either
 #: table cells: (success, failure) words per kind
 _CELL = {"semantic": ("mismatch", "match"), "perceptual": ("degraded", "clean"), "either": ("failed", "ok")}
 _ABSTAIN_MODES = ("strict", "drop")
+
+
+# ---------------------------------------------------------------------------------------------
+# rules
+# ---------------------------------------------------------------------------------------------
+
+def parse_rule(rule: RuleLike, n_judges: int) -> int:
+    """Number of judges that must say success, for a group of ``n_judges`` judges.
+
+    Accepts ``"any"``, ``"all"``, ``"majority"`` (more than half), an int k, or ``"k-of-n"`` /
+    ``"k-of-N"`` (N must equal the group size).
+    """
+    if n_judges < 1:
+        raise ValueError("a rule needs at least one judge")
+    if isinstance(rule, bool):
+        raise ValueError(f"invalid rule {rule!r}")
+    if isinstance(rule, int):
+        k = rule
+    else:
+        r = str(rule).strip().lower()
+        if r == "any":
+            return 1
+        if r == "all":
+            return n_judges
+        if r == "majority":
+            return n_judges // 2 + 1
+        m = _KOFN.match(r)
+        if not m:
+            raise ValueError(
+                f"unknown rule {rule!r}; use 'any', 'all', 'majority', an integer k, or 'k-of-n' (e.g. '2-of-3')"
+            )
+        k = int(m.group(1))
+        if m.group(2) != "n" and int(m.group(2)) != n_judges:
+            raise ValueError(f"rule {rule!r} names {m.group(2)} judges but the group has {n_judges}")
+    if not 1 <= k <= n_judges:
+        raise ValueError(f"rule {rule!r} needs 1 <= k <= {n_judges} (the group size), got k={k}")
+    return k
+
+
+def group_decision(success: np.ndarray, abstained: np.ndarray, rule: RuleLike,
+                   abstain: str = "strict") -> List[Optional[bool]]:
+    """Decision of a group for each sample.
+
+    Args:
+        success, abstained: bool arrays ``(S, J)`` (S samples, J judges of the group).
+        rule: see :func:`parse_rule`.
+        abstain: ``"strict"`` (three-valued) or ``"drop"`` (ignore abstaining judges).
+
+    Returns:
+        list of True / False / None (undecided) per sample.
+    """
+    success = np.asarray(success, dtype=bool)
+    abstained = np.asarray(abstained, dtype=bool)
+    S, J = success.shape
+    if J == 0:
+        return [None] * S
+    s = (success & ~abstained).sum(1)
+    u = abstained.sum(1)
+    out: List[Optional[bool]] = []
+    if abstain == "strict":
+        k = parse_rule(rule, J)
+        for si, ui in zip(s, u):
+            out.append(True if si >= k else (False if si + ui < k else None))
+    elif abstain == "drop":
+        fixed_k = not (isinstance(rule, str) and rule.strip().lower() in ("any", "all", "majority"))
+        for si, ui in zip(s, u):
+            n_eff = J - int(ui)
+            if n_eff == 0:
+                out.append(None)
+                continue
+            if fixed_k:
+                k = parse_rule(rule, J)
+                out.append(True if si >= k else (False if n_eff >= k else None))
+            else:
+                out.append(bool(si >= parse_rule(rule, n_eff)))
+    else:
+        raise ValueError(f"abstain must be 'strict' or 'drop', got {abstain!r}")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

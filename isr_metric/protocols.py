@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .compose import Composition, PerJudge
+from .registry import accepted_options, create_judge, get_spec
 
 __all__ = ["Protocol", "ProtocolSpec", "ProtocolOptionError", "protocol", "register_protocol", "list_protocols",
            "parse_protocol_options", "GEMINI_OPENAI_URL"]
@@ -101,8 +102,6 @@ class ProtocolSpec:
                if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
         names = [p.name for p in own]
         if self.passes_to:
-            from .registry import accepted_options, get_spec
-
             got = accepted_options(get_spec(self.passes_to).resolve_factory())
             names += sorted(k for k in (got[0] if got else {}) if k not in names and k not in _SET_BY_PROTOCOL)
         return names
@@ -194,8 +193,6 @@ def paper_protocol(*, models: Union[str, Sequence[str]] = ("gemini-2.5-pro", "ge
         template: prompt template version or file (``"v1"``: the paper's two questions).
         judge_options: passed to every judge (MLLM client options, ``cache_dir``, ...).
     """
-    from .registry import create_judge
-
     models = _names(models, "models")
     labels = _names(labels, "labels") if labels is not None else list(models)
     if len(labels) != len(models):

@@ -19,18 +19,24 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
-import re
+import hashlib
 import importlib
 import importlib.util
+import inspect
+import re
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from .devices import DeviceError, check_device
+from .types import JUDGE_KINDS
 
 __all__ = [
     "JudgeSpec",
     "MissingExtraError",
     "JudgeOptionError",
     "accepted_options",
-    "check_device",
     "load_plugin",
     "register_judge",
     "register_provider",
@@ -62,8 +68,6 @@ def accepted_options(factory: Any) -> Optional[Tuple[Dict[str, bool], bool]]:
     ``**kwargs`` to the next one; a class that forwards them elsewhere names that callable in its
     ``option_sources`` attribute (e.g. the MLLM judges forward client options to ``MLLMClient``).
     """
-    import inspect
-
     def params(fn) -> Optional[Tuple[List[inspect.Parameter], bool]]:
         try:
             sig = inspect.signature(fn)
@@ -110,38 +114,6 @@ def accepted_options(factory: Any) -> Optional[Tuple[Dict[str, bool], bool]]:
     return out, True
 
 
-def check_device(device: Any, *, where: str = "device") -> None:
-    """Raise :class:`JudgeOptionError` when ``device`` names an accelerator this machine lacks."""
-    if device is None:
-        return
-    d = str(device).strip().lower()
-    if d in ("", "cpu", "auto"):
-        return
-    import torch
-
-    if d.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise JudgeOptionError(f"{where}={device!r}: CUDA is not available here (torch {torch.__version__}, "
-                                   f"{'built without CUDA' if torch.version.cuda is None else 'no GPU visible'}); "
-                                   "use cpu, or run on a machine with a GPU")
-        if ":" in d:
-            try:
-                idx = int(d.split(":", 1)[1])
-            except ValueError:
-                raise JudgeOptionError(f"{where}={device!r} is not a device; use cpu, cuda or cuda:<index>") from None
-            if idx >= torch.cuda.device_count():
-                raise JudgeOptionError(f"{where}={device!r}: this machine has {torch.cuda.device_count()} CUDA "
-                                       f"device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
-    elif d.startswith("mps"):
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise JudgeOptionError(f"{where}={device!r}: Apple MPS is not available here; use cpu")
-    else:
-        try:
-            torch.device(d)
-        except (RuntimeError, ValueError):
-            raise JudgeOptionError(f"{where}={device!r} is not a torch device; use cpu, cuda, cuda:1 or mps") from None
-
-
 def _validate_options(name: str, factory: Any, options: Dict[str, Any]) -> None:
     got = accepted_options(factory)
     if got is not None:
@@ -159,16 +131,16 @@ def _validate_options(name: str, factory: Any, options: Dict[str, Any]) -> None:
                     f"judge {name!r} needs the option {k!r} (Python: create_judge({name!r}, {k}=...); "
                     f"CLI: --judge-option {name}:{k}=VALUE)")
     if "device" in options:
-        check_device(options["device"], where=f"judge {name!r} option device")
+        try:
+            check_device(options["device"], where=f"judge {name!r} option device")
+        except DeviceError as e:
+            raise JudgeOptionError(str(e)) from None
 
 
 def load_plugin(spec: str) -> None:
     """Import a plugin that registers judges: a path to a ``.py`` file or a dotted module name.
     A file is imported as module ``isr_plugins.<file stem>`` (a stable name: scorer identities
     of its judges stay the same from run to run)."""
-    import sys
-    from pathlib import Path
-
     path = Path(spec)
     if spec.endswith(".py") or path.is_file():
         if not path.is_file():
@@ -180,7 +152,6 @@ def load_plugin(spec: str) -> None:
         stem = "".join(c if c.isalnum() or c == "_" else "_" for c in path.stem)
         name = f"isr_plugins.{stem}"
         if name in sys.modules:  # another file with the same stem
-            import hashlib
 
             name += "_" + hashlib.sha256(resolved.encode()).hexdigest()[:8]
         mod_spec = importlib.util.spec_from_file_location(name, resolved)
@@ -321,8 +292,6 @@ def register_judge(
         @register_judge("my-iqa", kind="perceptual", higher_is_better=True)
         class MyIQA(Judge): ...
     """
-    from .types import JUDGE_KINDS
-
     if kind not in JUDGE_KINDS:
         raise ValueError(f"register_judge({name!r}): kind must be one of {JUDGE_KINDS}, got {kind!r}")
     if "@" in name:
@@ -460,8 +429,6 @@ def create_judge(name: str, /, **options: Any):
 def list_judges(kind: Optional[str] = None, pattern: str = "*", *, dynamic: bool = True) -> List[JudgeSpec]:
     """Registered judges, sorted by name, filtered by ``kind`` and a glob ``pattern``.
     ``dynamic=False`` skips provider rows (which may import a backend to read its model list)."""
-    from .types import JUDGE_KINDS
-
     if kind is not None and kind not in JUDGE_KINDS:
         raise ValueError(f"kind must be None or one of {JUDGE_KINDS}, got {kind!r}")
     _ensure_builtins()

@@ -73,9 +73,11 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+from PIL import Image
 
 from ..data import ImageLoadError
 from ..identity import Configurable
+from ..imageops import to_pil
 from ..scoring import Abstain, SampleInputs, SampleScores, Scored, ScoreRequest
 from ..usage import APIUsage, tokens_from_response, usage_of
 from .base import Judge
@@ -271,10 +273,7 @@ def _retry_after_seconds(value: Optional[str]) -> Optional[float]:
 
 def _png_data(img: torch.Tensor, max_side: Optional[int]) -> Tuple[str, str]:
     """(data URL, sha256 of the PNG bytes) of a ``(3, H, W)`` image in [0, 1]."""
-    from PIL import Image
-
-    arr = (img.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype("uint8")
-    pil = Image.fromarray(arr, mode="RGB")
+    pil = to_pil(img)
     if max_side and max(pil.size) > max_side:
         pil.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
