@@ -19,7 +19,7 @@ from isr_metric.stats import mcnemar_exact, paired_difference_interval
 from isr_metric.types import EditSample, ISRReport, SampleVerdict
 
 from ..artifacts import slug
-from .config import BenchConfig
+from .config import BenchConfig, judging_in_words
 from .plan import EditCell, Plan
 
 __all__ = ["write_bench_report", "PER_EDIT_COLUMNS", "per_edit_table"]
@@ -98,6 +98,16 @@ def _choose_baseline(cfg: BenchConfig, pooled: Mapping[str, ISRReport]) -> Optio
         return max(cands, key=lambda v: pooled[v.label].isr).label  # ties: first in config order
     none = [v.label for v in cfg.methods if v.name == "none"]
     return none[0] if none else None
+
+
+def _baseline_on(cfg: BenchConfig, baseline: str, editor: str) -> str:
+    """The baseline's variant on ``editor``: for a method that attacks every editor (``editor: each``,
+    labels ``LABEL@EDITOR``), the variant that attacked this one."""
+    v = next((m for m in cfg.methods if m.label == baseline), None)
+    if v is None or v.family is None:
+        return baseline
+    return next((m.label for m in cfg.methods if m.family == v.family and m.group == v.group and m.editor == editor),
+                baseline)
 
 
 def _sweeps(cfg: BenchConfig, cells: Mapping[Tuple[str, str, str], Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -201,6 +211,7 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan: Plan, out: Pat
     conf, n_boot, seed = cfg.report["confidence"], cfg.report["n_boot"], cfg.seed
     legacy = list(report.legacy_names())
     edit_cells = plan.cells()
+    planned = {c.cell for c in edit_cells.values()}  # without transfer, a method is edited by its own editor only
     groups: Dict[Tuple[str, str, str], List[SampleVerdict]] = {}
     for s in report.per_sample:
         if s.key in edit_cells:
@@ -210,6 +221,8 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan: Plan, out: Pat
         for t in cfg.transforms:
             for e in cfg.editors:
                 k = (v.label, t.label, e.label)
+                if k not in planned and planned:
+                    continue
                 rows = groups.get(k, [])
                 prefix = f"{v.label}/{e.label}/{t.label}/"
                 n_failed = sum(1 for f in report.failures if str(f.get("key") or "").startswith(prefix))
@@ -235,10 +248,11 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan: Plan, out: Pat
     if baseline is not None:
         for t in cfg.transforms:
             for e in cfg.editors:
-                base = {edit_cells[s.key].pair: s for s in groups.get((baseline, t.label, e.label), [])
+                b_here = _baseline_on(cfg, baseline, e.label)
+                base = {edit_cells[s.key].pair: s for s in groups.get((b_here, t.label, e.label), [])
                         if s.success is not None}
                 for v in cfg.methods:
-                    if v.label == baseline:
+                    if v.label == b_here or (t.label and (v.label, t.label, e.label) not in cells):
                         continue
                     pairs = [(s, base[edit_cells[s.key].pair]) for s in groups.get((v.label, t.label, e.label), [])
                              if s.success is not None and edit_cells[s.key].pair in base]
@@ -247,7 +261,7 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan: Plan, out: Pat
                     mc = mcnemar_exact(a, b) if pairs else None
                     d, lo, hi = paired_difference_interval(a, b, [p[0].cluster for p in pairs], confidence=conf,
                                                            n_boot=n_boot, seed=seed) if pairs else (None,) * 3
-                    comparisons.append({"method": v.label, "baseline": baseline, "transform": t.label,
+                    comparisons.append({"method": v.label, "baseline": b_here, "transform": t.label,
                                         "editor": e.label, "n_pairs": len(pairs),
                                         "isr_method": sum(a) / len(a) if a else None,
                                         "isr_baseline": sum(b) / len(b) if b else None,
@@ -258,6 +272,8 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan: Plan, out: Pat
     summary = {
         "name": cfg.name, "config": cfg.source, "seed": cfg.seed, "confidence": conf, "n_boot": n_boot,
         "judges": [dict(j) for j in report.judges], "rule": dict(report.rule), "legacy_metrics": legacy,
+        "protocol": cfg.judge_settings.get("protocol"), "composition": cfg.judge_settings.get("composition"),
+        "judging": judging_in_words(cfg), "transfer": cfg.transfer,
         "baseline": baseline, "baseline_rule": ("configured" if cfg.report["baseline"] != "auto" else
                                                 "auto: the non-SIFM, non-'none' method with the highest pooled ISR"),
         "methods": [{"label": v.label, "method": v.name, "params": dict(v.params), "surrogate": v.editor,
@@ -313,7 +329,8 @@ def _ci(c: Mapping[str, Any]) -> str:
 
 
 def _console_table(cfg, cells, baseline, comp) -> List[str]:
-    lines = [f"ISR per method x transform x editor (baseline for McNemar: {baseline}):"]
+    lines = [f"judging: {judging_in_words(cfg)}",
+             f"ISR per method x transform x editor (baseline for McNemar: {baseline}):"]
     for k, c in cells.items():
         cp = comp.get(k) or {}
         extra = ""
