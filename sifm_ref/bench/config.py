@@ -598,6 +598,10 @@ def _composition(p: _Problems, j: Judges, entries: Sequence[JudgeEntry]) -> Opti
     the ``rule`` keys."""
     rule_keys = sorted({"rule", "semantic_rule", "perceptual_rule"} & j.model_fields_set)
     comp: Optional[Composition] = None
+    if j.composition is not None and j.protocol is not None and {"across", "abstain"} & set(j.protocol_options):
+        p.err("judges.composition", "the protocol's across / abstain options are also given in "
+                                    "judges.protocol_options; set the composition in one place")
+        return None
     try:
         if j.composition is not None:
             comp = composition_from(j.composition)
