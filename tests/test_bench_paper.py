@@ -116,6 +116,15 @@ def test_paper_yaml_end_to_end_on_tiny_stand_ins(paper, tiny, capsys, monkeypatc
         assert c["isr"] == 0.5 and c["ci_low"] < 0.5 < c["ci_high"]
     assert set(rep["pooled"]) == {m for m, _ in expected_cells}
     assert all(p["isr"] == 0.5 for p in rep["pooled"].values())
+    # beside it, each judge's own ISR (judge-a: both edits failed; judge-b: only the snow one) and kappa
+    for label, d in rep["per_judge"].items():
+        a, b = (d["rates"][f"mllm-any@{m}"] for m in MODELS)
+        n = 12 if label == "none" else 4  # 'none' is edited by all three editors
+        assert (a["isr"], a["n"], b["isr"], b["n"]) == (1.0, n, 0.5, n), label
+        (ag,) = d["agreement"]
+        assert (ag["n"], ag["kappa"], ag["p_observed"]) == (n, 0.0, 0.5)
+    html = (paper / shipped["out"] / "bench_report.html").read_text()
+    assert "judging: protocol &#39;paper&#39;: success when both" in html and "Each judge's own ISR" in html
     # each image was protected with its own instruction and edited with the unseen ones only
     items = json.loads((paper / shipped["out"] / "sources" / "items.json").read_text())
     assert [(i["prompt"], i["edit_prompts"]) for i in items] == [
