@@ -238,3 +238,49 @@ def test_overrides(tmp_path):
     assert msg.startswith("paper.yaml: 3 problem(s)")
     assert "--set 'editors[3].model=x': editors[3] does not exist (editors is a list of 1)" in msg
     assert "editors[0].model is str, not a mapping" in msg and "--set 'novalue': expected KEY=VALUE" in msg
+
+
+def test_shipped_paper_yaml_as_is(tmp_path, capsys):
+    (tmp_path / "paper.yaml").write_text(_example(capsys))
+    c = load_config(tmp_path / "paper.yaml")
+    assert [e.name for e in c.editors] == ["ip2p", "sd3", "hqedit"] and not c.transfer
+    assert [e.model for e in c.editors] == ["timbrooks/instruct-pix2pix", "stabilityai/stable-diffusion-3-medium-diffusers",
+                                            "UCSC-VLAA/HQ-Edit"]
+    assert len(c.methods) == 1 + 5 * 3 and all(m.params.get("eps") == 0.03 and m.params.get("steps") == 100
+                                                for m in c.methods[1:])
+    assert {m.params.get("lam", 0.1) for m in c.methods[1:] if m.name == "sifm"} == {0.1}
+    assert c.dataset["hf"] == "timbrooks/instructpix2pix-clip-filtered" and c.dataset["streaming"]
+    assert (c.dataset["limit"], c.dataset["shared_edit_prompts"]) == (100, 5)
+    assert c.judge_settings["protocol"]["name"] == "paper"
+    assert c.judge_settings["composition"]["form"] == "per-judge"
+    assert [j.name for j in c.judges] == ["mllm-any@gemini-2.5-pro", "mllm-any@gemini-2.5-flash"]
+
+
+def test_streamed_hub_dataset_reads_only_the_rows_it_uses(paper, tmp_path, monkeypatch):
+    """dataset.streaming: the hub dataset is iterated, never materialized; the unseen prompts come
+    from the rows right after the subset and reading stops there."""
+    datasets = pytest.importorskip("datasets")
+    from sifm_ref.bench.dataset import prepare
+
+    img = Image.open(paper / "astronaut.png").convert("RGB")
+    read, calls = [], []
+
+    def rows():
+        for i in range(1000):
+            read.append(i)
+            yield {"original_image": img, "original_prompt": f"photo {i}", "edit_prompt": f"instruction {i}"}
+
+    def fake_load_dataset(name, **kw):
+        calls.append((name, kw))
+        return datasets.IterableDataset.from_generator(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    raw = apply_overrides(yaml.safe_load((Path(__file__).parents[1] / "sifm_ref/configs/paper.yaml").read_text()),
+                          ["dataset.limit=3", "dataset.image_size=16", "dataset.shared_edit_prompts=2"])
+    cfg = load_config(raw, base_dir=tmp_path)
+    items = prepare(cfg, tmp_path)
+    assert calls == [("timbrooks/instructpix2pix-clip-filtered", {"split": "train", "streaming": True})]
+    assert [(i.prompt, i.edit_prompts) for i in items] == [
+        (f"instruction {k}", ("instruction 3", "instruction 4")) for k in range(3)]
+    assert len(read) <= 5 + 2  # the generator may run a row ahead of the consumer
+    assert [i.source_caption for i in items] == ["photo 0", "photo 1", "photo 2"]

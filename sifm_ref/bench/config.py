@@ -571,7 +571,7 @@ def _check_entry(p: _Problems, kind: str, i: int, item: Judge) -> Optional[Judge
                     close = difflib.get_close_matches(k, list(got[0]), n=2, cutoff=0.5)
                     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
                     p.err(f"{path}.options.{k}", f"judge {item.name!r} has no option {k!r}{hint}")
-    return JudgeEntry(name=item.name, kind=kind if item.name != "callable" else spec.kind, options=dict(item.options))
+    return JudgeEntry(name=item.name, kind=kind, options=dict(item.options))
 
 
 def _protocol(p: _Problems, j: Judges) -> List[JudgeEntry]:
