@@ -613,6 +613,7 @@ def _composition(p: _Problems, j: Judges, entries: Sequence[JudgeEntry]) -> Opti
     if comp is not None and not isinstance(comp, GroupWise) and rule_keys:
         p.err(f"judges.{rule_keys[0]}", f"only for the group-wise composition; with {comp.form} give the rule in "
                                          f"judges.composition (e.g. {comp.form}:all)")
+        rule_keys = []  # reported
     if comp is None or (isinstance(comp, GroupWise) and isinstance(j.composition, str) and ":" not in j.composition):
         sr = j.semantic_rule if j.semantic_rule is not None else j.rule
         pr = j.perceptual_rule if j.perceptual_rule is not None else j.rule
@@ -681,7 +682,8 @@ def _judges(p: _Problems, j: Judges, base: Path) -> Tuple[List[JudgeEntry], Dict
         kind = n.split("@")[0]
         p.err("judges", f"judge {n!r} is listed twice; two instances of one kind need distinct names KIND@LABEL, "
                         f"e.g. name: {kind}@a and name: {kind}@b, each with its own options")
-    comp = _composition(p, j, entries)
+    # a protocol that could not be built is reported once (its composition is unknown)
+    comp = None if (j.protocol is not None and not entries) else _composition(p, j, entries)
     settings["composition"] = comp.to_dict() if comp is not None else None
     return entries, settings
 
