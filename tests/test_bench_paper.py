@@ -116,6 +116,13 @@ def test_paper_yaml_end_to_end_on_tiny_stand_ins(paper, tiny, capsys, monkeypatc
         assert c["isr"] == 0.5 and c["ci_low"] < 0.5 < c["ci_high"]
     assert set(rep["pooled"]) == {m for m, _ in expected_cells}
     assert all(p["isr"] == 0.5 for p in rep["pooled"].values())
+    # paired tests: each method against the baseline's variant that attacked the same editor
+    assert rep["baseline"] == "photoguard-e@ip2p"  # ties: the first non-SIFM method in config order
+    comps = rep["comparisons"]
+    assert len(comps) == len(expected_cells) - 3
+    for c in comps:
+        assert c["baseline"] == f"photoguard-e@{c['editor']}" and c["n_pairs"] == 4, c
+        assert c["method"] == "none" or c["method"].endswith("@" + c["editor"])
     # beside it, each judge's own ISR (judge-a: both edits failed; judge-b: only the snow one) and kappa
     for label, d in rep["per_judge"].items():
         a, b = (d["rates"][f"mllm-any@{m}"] for m in MODELS)
