@@ -10,7 +10,13 @@ sweeps expanded. The reference is docs/bench.md; an example ships as
 ``sifm_ref/configs/bench_example.yaml``.
 
 Judge plugins named in ``judges.plugins`` are imported by :func:`isr_metric.registry.load_plugin`
-(once per file and process) so that the judges they register can be checked.
+(once per file and process) so that the judges they register can be checked. ``judges.protocol``
+names a judging protocol of :mod:`isr_metric.protocols` (``paper``): it is built here once (no
+request is sent) so that its options are checked with the rest.
+
+Overrides (``sifm bench CONFIG --set KEY=VALUE``, :func:`apply_overrides`) change the file's values
+before validation: ``editors[0].model=./tiny``, ``judges.protocol_options.models=[a, b]``,
+``dataset={manifest: images.csv}``; VALUE is read as YAML.
 """
 from __future__ import annotations
 
@@ -19,27 +25,35 @@ import difflib
 import itertools
 import json
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from isr_metric.compose import parse_rule
+from isr_metric.compose import Composition, GroupWise, composition_from, parse_rule
 from isr_metric.legacy import LEGACY_METRICS
-from isr_metric.registry import accepted_options, get_spec, load_plugin
+from isr_metric.protocols import ProtocolOptionError, list_protocols, protocol
+from isr_metric.registry import MissingExtraError, accepted_options, create_judge, get_spec, load_plugin
 
 from ..artifacts import slug
 from ..attacks import list_methods, method_options
 from ..editors import list_editors
 from ..robustness import make_transform
 
-__all__ = ["BenchConfig", "BenchFile", "ConfigError", "load_config", "MethodVariant", "EditorSpec",
-           "TransformVariant", "JudgeEntry", "PGD_PARAMS", "STAGES"]
+__all__ = ["BenchConfig", "BenchFile", "ConfigError", "load_config", "apply_overrides", "MethodVariant", "EditorSpec",
+           "TransformVariant", "JudgeEntry", "PGD_PARAMS", "STAGES", "JUDGE_SECTIONS", "api_key_variables",
+           "check_api_keys", "judging_in_words"]
 
 #: PGD settings accepted in a method's ``params`` / ``sweep`` beside the method's own options.
 PGD_PARAMS = ("eps", "steps", "step_size", "random_start", "eot_samples", "step_decay")
 STAGES = ("prepare", "protect", "transform", "edit", "judge", "report")
+#: ``methods[i].editor: each``: attack every editor (one variant per editor)
+EACH = "each"
+#: the judge lists of ``judges:``, one per judge kind (``either``: one verdict for both questions, e.g. mllm-any)
+JUDGE_SECTIONS = ("semantic", "perceptual", "either")
 
 
 class ConfigError(ValueError):
@@ -66,7 +80,7 @@ def _named(v: Any) -> Any:
 class Columns(_Section):
     image: str = "image"
     prompt: str = "prompt"
-    edit_prompts: str = "edit_prompts"
+    edit_prompts: Optional[str] = "edit_prompts"  # null: no per-row edit prompts (only shared_edit_prompts)
     key: str = "key"
     target_captions: str = "target_captions"
     source_caption: str = "source_caption"
@@ -79,6 +93,18 @@ class Dataset(_Section):
     columns: Columns = Columns()
     limit: Optional[int] = Field(None, ge=1)
     image_size: Optional[int] = Field(None, ge=8)
+    streaming: bool = False
+    shared_edit_prompts: Union[int, List[str], None] = None
+
+    @field_validator("shared_edit_prompts")
+    @classmethod
+    def _shared(cls, v: Any) -> Any:
+        if isinstance(v, bool) or (isinstance(v, int) and v < 1):
+            raise ValueError("must be a number k >= 1 (the edit prompts of the k rows after the subset) or a list "
+                             "of edit prompts")
+        if isinstance(v, list) and (not v or not all(str(x).strip() for x in v)):
+            raise ValueError("must be a non-empty list of non-empty edit prompts")
+        return v
 
 
 class EditOptions(_Section):
@@ -112,15 +138,19 @@ class Method(_Section):
 
 
 class Judge(_Section):
-    name: str
+    name: str  # a registry name, or KIND@LABEL for one of several instances of a kind (mllm-any@pro)
     options: Dict[str, Any] = {}
 
 
 class Judges(_Section):
-    """The judging section: judges by group, the group-wise rule, legacy metrics, cache."""
+    """The judging section: a protocol or judges by kind, their composition, legacy metrics, cache."""
 
+    protocol: Optional[str] = None
+    protocol_options: Dict[str, Any] = {}
+    composition: Union[str, Dict[str, Any], None] = None
     semantic: List[Judge] = []
     perceptual: List[Judge] = []
+    either: List[Judge] = []
     rule: Union[int, str] = "any"
     semantic_rule: Optional[Union[int, str]] = None
     perceptual_rule: Optional[Union[int, str]] = None
@@ -131,7 +161,7 @@ class Judges(_Section):
     reuse_abstentions: bool = False
     cache_dir: Union[None, Literal[False], str] = None
 
-    @field_validator("semantic", "perceptual", mode="before")
+    @field_validator("semantic", "perceptual", "either", mode="before")
     @classmethod
     def _bare_names(cls, v: Any) -> Any:
         return [_named(x) for x in v] if isinstance(v, list) else v
@@ -164,6 +194,7 @@ class BenchFile(_Section):
     checkpoint_every: int = Field(10, ge=0)
     edit_batch_size: int = Field(1, ge=1)
     dist_timeout_minutes: float = Field(1440.0, gt=0)
+    transfer: bool = True
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -212,6 +243,8 @@ class MethodVariant:
     editor: Optional[str]
     group: int
     sweep: Mapping[str, Any] = field(default_factory=dict)
+    #: for ``editor: each`` (one variant per attacked editor, labelled ``LABEL@EDITOR``): ``LABEL``
+    family: Optional[str] = None
 
     @property
     def is_none(self) -> bool:
@@ -265,11 +298,18 @@ class BenchConfig:
     checkpoint_every: int = 10
     edit_batch_size: int = 1
     dist_timeout_minutes: float = 1440.0
+    #: False: a method that attacks an editor is edited by that editor only (``none``: by every editor)
+    transfer: bool = True
     raw: Mapping[str, Any] = field(default_factory=dict)
     file: Optional[BenchFile] = None
 
     def editor(self, label: str) -> EditorSpec:
         return next(e for e in self.editors if e.label == label)
+
+    def edits_with(self, variant: MethodVariant, editor: EditorSpec) -> bool:
+        """Whether ``editor`` edits the images ``variant`` protected (all editors unless ``transfer``
+        is off, then only the editor the method attacked)."""
+        return self.transfer or variant.editor is None or variant.editor == editor.label
 
     def with_out(self, out: Union[str, Path]) -> "BenchConfig":
         return dataclasses.replace(self, out=str(Path(out).expanduser().resolve()))
@@ -369,7 +409,14 @@ def _resolve_path(base: Path, value: Any) -> str:
 
 
 def _dataset(p: _Problems, d: Dataset, base: Path) -> Dict[str, Any]:
-    out: Dict[str, Any] = {"columns": d.columns.model_dump(), "limit": d.limit, "image_size": d.image_size}
+    out: Dict[str, Any] = {"columns": d.columns.model_dump(), "limit": d.limit, "image_size": d.image_size,
+                           "streaming": d.streaming, "shared_edit_prompts": d.shared_edit_prompts}
+    if d.columns.edit_prompts is None and d.shared_edit_prompts is None:
+        p.err("dataset.columns.edit_prompts", "null (no per-row edit prompts) needs dataset.shared_edit_prompts "
+                                              "(a list, or k: the edit prompts of the k rows after the subset)")
+    if isinstance(d.shared_edit_prompts, int) and d.limit is None:
+        p.err("dataset.shared_edit_prompts", "a number k takes the edit prompts of the k rows after the subset: set "
+                                             "dataset.limit (the subset's size), or give a list of edit prompts")
     if (d.manifest is None) == (d.hf is None):
         p.err("dataset", "give exactly one of 'manifest' (CSV/JSONL of images) or 'hf' (a datasets name or a "
                          "folder written by save_to_disk)")
@@ -384,8 +431,11 @@ def _dataset(p: _Problems, d: Dataset, base: Path) -> Dict[str, Any]:
         local = _resolve_path(base, d.hf)
         out["hf"] = local if Path(local).exists() else d.hf
         out["split"] = d.split or "train"
-    elif d.split is not None:
-        p.err("dataset.split", "only used with 'hf'")
+    else:
+        if d.split is not None:
+            p.err("dataset.split", "only used with 'hf'")
+        if d.streaming:
+            p.err("dataset.streaming", "only used with 'hf' (a manifest is read whole)")
     return out
 
 
@@ -441,15 +491,20 @@ def _methods(p: _Problems, items: Sequence[Optional[Method]], editor_labels: Seq
         if both:
             p.err(f"{path}.sweep", f"{both} also fixed in params; keep each parameter in one place")
         editor = m.editor
+        each = editor == EACH and EACH not in editor_labels
         if m.name != "none":
             if editor is None:
                 editor = editor_labels[0] if editor_labels else None
-            elif editor not in editor_labels:
-                p.name(editor, list(editor_labels), f"{path}.editor", "editor label")
+            elif editor not in editor_labels and not each:
+                p.name(editor, [*editor_labels, EACH], f"{path}.editor", "editor label")
         label = m.label or m.name
         for combo in _sweep_product(sweep):
             lab = label if not combo else label + "[" + ",".join(
                 f"{k}={x if isinstance(x, str) else json.dumps(x)}" for k, x in combo.items()) + "]"
+            if each and m.name != "none":  # white-box on every editor: one variant per editor
+                out.extend(MethodVariant(label=f"{lab}@{e}", name=m.name, params={**params, **combo}, editor=e,
+                                         group=i, sweep=combo, family=lab) for e in editor_labels)
+                continue
             out.append(MethodVariant(label=lab, name=m.name, params={**params, **combo},
                                      editor=editor if m.name != "none" else None, group=i, sweep=combo))
     labels = [x.label for x in out]
@@ -489,8 +544,101 @@ def _transforms(p: _Problems, items: Sequence[Any]) -> List[TransformVariant]:
     return out
 
 
+def _no_keys(p: _Problems, options: Mapping[str, Any], path: str) -> bool:
+    """API keys never go in a config (it is copied into the output folder): only variable names."""
+    bad = [k for k in options if k.lower() in ("api_key", "key", "token", "api_token")]
+    for k in bad:
+        p.err(f"{path}.{k}", "API keys are never written in a config (it is copied into the output folder); put the "
+                             "key in an environment variable and name it: api_key_env: MY_KEY_VARIABLE")
+    return not bad
+
+
+def _check_entry(p: _Problems, kind: str, i: int, item: Judge) -> Optional[JudgeEntry]:
+    path = f"judges.{kind}[{i}]"
+    try:
+        spec = get_spec(item.name)
+    except (KeyError, ValueError) as e:
+        p.err(f"{path}.name", str(e.args[0]))
+        return None
+    if spec.kind != kind and item.name != "callable":
+        p.err(f"{path}.name", f"judge {item.name!r} is {spec.kind}; list it under judges.{spec.kind}")
+    _no_keys(p, item.options, f"{path}.options")
+    if not spec.missing_modules():
+        got = accepted_options(spec.resolve_factory())
+        if got is not None and not got[1]:
+            for k in item.options:
+                if k not in got[0]:
+                    close = difflib.get_close_matches(k, list(got[0]), n=2, cutoff=0.5)
+                    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+                    p.err(f"{path}.options.{k}", f"judge {item.name!r} has no option {k!r}{hint}")
+    return JudgeEntry(name=item.name, kind=kind, options=dict(item.options))
+
+
+def _protocol(p: _Problems, j: Judges) -> List[JudgeEntry]:
+    names = [s.name for s in list_protocols()]
+    if not p.name(j.protocol, names, "judges.protocol", "protocol"):
+        return []
+    for kind in JUDGE_SECTIONS:
+        if getattr(j, kind):
+            p.err(f"judges.{kind}", f"judges.protocol {j.protocol!r} builds the judges; list judges under "
+                                    f"judges.{kind} only without a protocol (or drop judges.protocol)")
+    if not _no_keys(p, j.protocol_options, "judges.protocol_options"):
+        return []
+    try:
+        built = protocol(j.protocol, **j.protocol_options)  # data only: no request is sent
+    except (KeyError, ProtocolOptionError, MissingExtraError, ValueError) as e:
+        p.err("judges.protocol_options", str(e.args[0]) if e.args else str(e))
+        return []
+    return [JudgeEntry(name=x.name, kind=x.kind) for x in built.judges]
+
+
+def _composition(p: _Problems, j: Judges, entries: Sequence[JudgeEntry]) -> Optional[Composition]:
+    """The composition the judges are combined with: ``judges.composition`` (a spec string such as
+    ``per-judge:all`` / ``group-wise``, or a mapping), else the protocol's, else group-wise with
+    the ``rule`` keys."""
+    rule_keys = sorted({"rule", "semantic_rule", "perceptual_rule"} & j.model_fields_set)
+    comp: Optional[Composition] = None
+    if j.composition is not None and j.protocol is not None and {"across", "abstain"} & set(j.protocol_options):
+        p.err("judges.composition", "the protocol's across / abstain options are also given in "
+                                    "judges.protocol_options; set the composition in one place")
+        return None
+    try:
+        if j.composition is not None:
+            comp = composition_from(j.composition)
+        elif j.protocol is not None:
+            comp = protocol(j.protocol, **j.protocol_options).composition
+    except (ValueError, TypeError, KeyError, ProtocolOptionError, MissingExtraError) as e:
+        p.err("judges.composition", f"{e}; e.g. composition: per-judge:all, per-judge:2-of-3 or group-wise")
+        return None
+    if comp is not None and not isinstance(comp, GroupWise) and rule_keys:
+        p.err(f"judges.{rule_keys[0]}", f"only for the group-wise composition; with {comp.form} give the rule in "
+                                         f"judges.composition (e.g. {comp.form}:all)")
+        rule_keys = []  # reported
+    if comp is None or (isinstance(comp, GroupWise) and isinstance(j.composition, str) and ":" not in j.composition):
+        sr = j.semantic_rule if j.semantic_rule is not None else j.rule
+        pr = j.perceptual_rule if j.perceptual_rule is not None else j.rule
+        try:
+            comp = GroupWise(sr, pr, j.abstain)
+        except ValueError as e:
+            p.err("judges.abstain", str(e))
+            return None
+    elif rule_keys:
+        p.err(f"judges.{rule_keys[0]}", f"give the rule in one place: judges.composition {j.composition!r} already "
+                                         "sets it")
+    elif "abstain" in j.model_fields_set and getattr(comp, "abstain", j.abstain) != j.abstain:
+        comp = dataclasses.replace(comp, abstain=j.abstain)
+    kinds = {e.name: e.kind for e in entries}
+    if kinds and len(kinds) == len(entries):
+        try:
+            comp.check(kinds)
+        except ValueError as e:
+            where = "judges.composition" if j.composition is not None or j.protocol else "judges"
+            p.err(where, str(e))
+    return comp
+
+
 def _judges(p: _Problems, j: Judges, base: Path) -> Tuple[List[JudgeEntry], Dict[str, Any]]:
-    settings: Dict[str, Any] = j.model_dump(exclude={"semantic", "perceptual"})
+    settings: Dict[str, Any] = j.model_dump(exclude={*JUDGE_SECTIONS, "protocol", "protocol_options", "composition"})
     if isinstance(j.cache_dir, str):
         cd = Path(j.cache_dir).expanduser()
         settings["cache_dir"] = str(cd if cd.is_absolute() else (base / cd).resolve())
@@ -514,31 +662,73 @@ def _judges(p: _Problems, j: Judges, base: Path) -> Tuple[List[JudgeEntry], Dict
         except Exception as e:  # noqa: BLE001 - report any import failure with its field
             p.err(f"judges.plugins[{i}]", f"cannot import {pl!r}: {type(e).__name__}: {e}")
     entries: List[JudgeEntry] = []
-    for kind in ("semantic", "perceptual"):
-        for i, item in enumerate(getattr(j, kind)):
-            path = f"judges.{kind}[{i}]"
-            try:
-                spec = get_spec(item.name)
-            except KeyError as e:
-                p.err(f"{path}.name", str(e.args[0]))
-                continue
-            if spec.kind != kind and item.name != "callable":
-                p.err(f"{path}.name", f"judge {item.name!r} is {spec.kind}; list it under judges.{spec.kind}")
-            if not spec.missing_modules():
-                got = accepted_options(spec.resolve_factory())
-                if got is not None and not got[1]:
-                    for k in item.options:
-                        if k not in got[0]:
-                            close = difflib.get_close_matches(k, list(got[0]), n=2, cutoff=0.5)
-                            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-                            p.err(f"{path}.options.{k}", f"judge {item.name!r} has no option {k!r}{hint}")
-            entries.append(JudgeEntry(name=item.name, kind=kind, options=dict(item.options)))
-    if not entries:
-        p.err("judges", "list at least one judge under 'semantic' or 'perceptual'")
+    settings["protocol"] = None
+    if j.protocol is not None:
+        entries = _protocol(p, j)
+        settings["protocol"] = {"name": j.protocol, "options": dict(j.protocol_options)}
+    else:
+        if j.protocol_options:
+            p.err("judges.protocol_options", "only used with judges.protocol (e.g. protocol: paper)")
+        for kind in JUDGE_SECTIONS:
+            for i, item in enumerate(getattr(j, kind)):
+                e = _check_entry(p, kind, i, item)
+                if e is not None:
+                    entries.append(e)
+        if not entries and not any(getattr(j, k) for k in JUDGE_SECTIONS):
+            p.err("judges", "list at least one judge under 'semantic', 'perceptual' or 'either', or name a "
+                            "protocol (protocol: paper)")
     names = [e.name for e in entries]
     for n in sorted({x for x in names if names.count(x) > 1}):
-        p.err("judges", f"judge {n!r} is listed twice")
+        kind = n.split("@")[0]
+        p.err("judges", f"judge {n!r} is listed twice; two instances of one kind need distinct names KIND@LABEL, "
+                        f"e.g. name: {kind}@a and name: {kind}@b, each with its own options")
+    # a protocol that could not be built is reported once (its composition is unknown)
+    comp = None if (j.protocol is not None and not entries) else _composition(p, j, entries)
+    settings["composition"] = comp.to_dict() if comp is not None else None
     return entries, settings
+
+
+def api_key_variables(cfg: "BenchConfig") -> List[Tuple[str, str]]:
+    """``[(config field, environment variable)]`` of every API key the judges will read: the
+    protocol's key variables, and ``api_key_env`` of judges that call an API. Builds only those
+    judges (HTTP clients: no model is loaded, no request sent)."""
+    js = cfg.judge_settings
+    out: List[Tuple[str, str]] = []
+    if js.get("protocol"):
+        pr = protocol(js["protocol"]["name"], **js["protocol"]["options"])
+        return [("judges.protocol_options.api_key_env", v) for v in pr.key_variables]
+    for pl in js.get("plugins", []):
+        load_plugin(pl)
+    for kind in JUDGE_SECTIONS:
+        for i, e in enumerate([e for e in cfg.judges if e.kind == kind]):
+            spec = get_spec(e.name)
+            got = None if spec.missing_modules() else accepted_options(spec.resolve_factory())
+            if got is None or "api_key_env" not in got[0]:
+                continue
+            client = getattr(create_judge(e.name, **e.options), "client", None)
+            var = getattr(client, "api_key_env", None) or e.options.get("api_key_env")
+            if var:
+                out.append((f"judges.{kind}[{i}].options.api_key_env", var))
+    return out
+
+
+def judging_in_words(cfg: "BenchConfig") -> str:
+    """``protocol 'paper': <composition in words>`` or the composition in words."""
+    js = cfg.judge_settings
+    text = composition_from(js["composition"]).describe({e.name: e.kind for e in cfg.judges})
+    return f"protocol {js['protocol']['name']!r}: {text}" if js.get("protocol") else text
+
+
+def check_api_keys(cfg: "BenchConfig") -> None:
+    """Raise :class:`ConfigError` when an API key variable the judges read is not set (called before
+    any stage runs, so a long attack never ends in a judge stage that cannot start). Only the
+    variable's name is ever printed."""
+    missing = [(where, var) for where, var in api_key_variables(cfg) if not os.environ.get(var)]
+    if missing:
+        raise ConfigError([f"{where}: environment variable {var} is not set; the judges read their API key from it: "
+                           f"export {var}=... (or name another variable with {where.rsplit('.', 1)[-1]}); "
+                           "to run the other stages first use --only-stage prepare,protect,transform,edit"
+                           for where, var in dict.fromkeys(missing)], cfg.source)
 
 
 def _read(config: Union[str, Path, Mapping[str, Any]], base_dir: Union[str, Path, None]
@@ -570,6 +760,83 @@ def _read(config: Union[str, Path, Mapping[str, Any]], base_dir: Union[str, Path
     return raw, source, Path(base_dir).resolve() if base_dir else path.resolve().parent
 
 
+_STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _override_path(key: str) -> List[Union[str, int]]:
+    """``editors[0].model`` / ``editors.0.model`` -> ``["editors", 0, "model"]``."""
+    parts: List[Union[str, int]] = []
+    pos = 0
+    for m in _STEP.finditer(key):
+        between = key[pos:m.start()]
+        if between not in ("", "."):
+            raise ValueError(key)
+        pos = m.end()
+        word, idx = m.group(1), m.group(2)
+        parts.append(int(idx) if idx is not None else (int(word) if word.isdigit() else word))
+    if not parts or key[pos:]:
+        raise ValueError(key)
+    return parts
+
+
+def _yaml_value(text: str) -> Any:
+    try:
+        import yaml
+    except ImportError:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str], source: str = "config") -> Dict[str, Any]:
+    """A copy of ``raw`` with ``KEY=VALUE`` overrides applied in order (``sifm bench --set``).
+
+    KEY is a dotted path with list indexes (``editors[0].model``, ``methods.2.params.steps``,
+    ``judges.protocol_options.models``); VALUE is read as YAML (``2``, ``true``, ``[a, b]``,
+    ``{manifest: images.csv}``, ``null``); a missing mapping key is added (the schema then checks
+    it). Raises :class:`ConfigError` naming the override that does not fit the file."""
+    out = json.loads(json.dumps(dict(raw), default=str))
+    problems = []
+    for item in overrides:
+        key, eq, text = item.partition("=")
+        try:
+            if not eq:
+                raise ValueError(key)
+            path = _override_path(key.strip())
+        except ValueError:
+            problems.append(f"--set {item!r}: expected KEY=VALUE with KEY a dotted path, e.g. editors[0].model=./tiny "
+                            "or judges.protocol_options.models=[a, b]")
+            continue
+        node: Any = out
+        where = ""
+        for i, part in enumerate(path):
+            last = i == len(path) - 1
+            where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else part)
+            if isinstance(part, int):
+                if not isinstance(node, list) or not -len(node) <= part < len(node):
+                    size = f"a list of {len(node)}" if isinstance(node, list) else f"not a list ({type(node).__name__})"
+                    problems.append(f"--set {item!r}: {where} does not exist ({where.rsplit('[', 1)[0]} is {size})")
+                    break
+            elif not isinstance(node, dict):
+                problems.append(f"--set {item!r}: {where} does not exist ({where.rsplit('.', 1)[0]} is "
+                                f"{type(node).__name__}, not a mapping)")
+                break
+            if last:
+                node[part] = _yaml_value(text)
+            else:
+                if isinstance(node, dict) and node.get(part) is None:
+                    node[part] = [] if isinstance(path[i + 1], int) else {}
+                node = node[part]
+    if problems:
+        raise ConfigError(problems, source)
+    return out
+
+
 def _valid(model: Any, value: Any) -> Any:
     try:
         return model.model_validate(value)
@@ -577,14 +844,17 @@ def _valid(model: Any, value: Any) -> Any:
         return None
 
 
-def load_config(config: Union[str, Path, Mapping[str, Any]], *, base_dir: Union[str, Path, None] = None
-                ) -> BenchConfig:
-    """Read and validate a bench config (a ``.yaml`` / ``.yml`` / ``.json`` file or a mapping).
+def load_config(config: Union[str, Path, Mapping[str, Any]], *, base_dir: Union[str, Path, None] = None,
+                overrides: Sequence[str] = ()) -> BenchConfig:
+    """Read and validate a bench config (a ``.yaml`` / ``.yml`` / ``.json`` file or a mapping),
+    after applying ``overrides`` (``["editors[0].model=./tiny", ...]``, see :func:`apply_overrides`).
 
     Raises:
         ConfigError: listing every problem with its field path.
     """
     raw, source, base = _read(config, base_dir)
+    if overrides:
+        raw = apply_overrides(raw, overrides, source)
     p = _Problems()
     try:
         f = BenchFile.model_validate(raw)
@@ -625,4 +895,4 @@ def load_config(config: Union[str, Path, Mapping[str, Any]], *, base_dir: Union[
         dtype=f.dtype, dataset=dataset, methods=tuple(methods), editors=tuple(editors), seeds=tuple(f.seeds),
         transforms=tuple(transforms), judges=tuple(judges), judge_settings=judge_settings,
         report=f.report.model_dump(), checkpoint_every=f.checkpoint_every, edit_batch_size=f.edit_batch_size,
-        dist_timeout_minutes=f.dist_timeout_minutes, raw=raw, file=f)
+        dist_timeout_minutes=f.dist_timeout_minutes, transfer=f.transfer, raw=raw, file=f)

@@ -82,14 +82,14 @@ def _records(ds: Mapping[str, Any]) -> Iterable[Tuple[str, Dict[str, Any], Any]]
                 raise BenchError(f"dataset.split: {ds['split']!r} not in {src} (splits: {', '.join(d)})")
             d = d[ds["split"]]
     else:
-        d = datasets.load_dataset(src, split=ds["split"])
+        # streaming: only the rows read are downloaded (the clip-filtered set is hundreds of GB)
+        d = datasets.load_dataset(src, split=ds["split"], streaming=bool(ds.get("streaming")))
+    names = list(d.column_names or ()) if getattr(d, "column_names", None) else None
     missing = [f"dataset.columns.{k} = {c!r}" for k, c in cols.items()
-               if k in ("image", "prompt", "edit_prompts") and c not in d.column_names]
+               if k in ("image", "prompt", "edit_prompts") and c is not None and names is not None and c not in names]
     if missing:
-        raise BenchError(f"{src}: no column for {', '.join(missing)} (columns: {', '.join(d.column_names)})")
-    n = len(d) if ds.get("limit") is None else min(len(d), ds["limit"])
-    for i in range(n):
-        rec = d[i]
+        raise BenchError(f"{src}: no column for {', '.join(missing)} (columns: {', '.join(names or ())})")
+    for i, rec in enumerate(d):  # in order; a streamed dataset is read only as far as needed
         yield f"{Path(str(src)).name} row {i}", rec, rec.get(cols["image"])
 
 
@@ -123,16 +123,33 @@ def prepare(cfg: BenchConfig, out: Path, *, write: bool = True) -> List[Item]:
     items: List[Item] = []
     seen: Dict[str, str] = {}
     problems: List[str] = []
-    for n, (where, rec, img) in enumerate(_records(ds)):
-        if ds.get("limit") is not None and len(items) >= ds["limit"]:
-            break
+    shared = ds.get("shared_edit_prompts")
+    want_shared = shared if isinstance(shared, int) else 0
+    shared_list: List[str] = [] if want_shared else [str(x).strip() for x in shared or ()]
+    rows: List[Tuple[str, Dict[str, Any], Any]] = []
+    for where, rec, img in _records(ds):
+        if ds.get("limit") is not None and len(rows) >= ds["limit"]:
+            # the rows after the subset give the shared ("unseen") edit prompts: never a protection prompt
+            if len(shared_list) >= want_shared:
+                break
+            for e in _split_list(rec.get(cols["edit_prompts"] or cols["prompt"])):
+                if e not in shared_list and len(shared_list) < want_shared:
+                    shared_list.append(e)
+            continue
+        rows.append((where, rec, img))
+    if len(shared_list) < want_shared:
+        problems.append(f"dataset.shared_edit_prompts: {want_shared} wanted, only {len(shared_list)} distinct edit "
+                        f"prompts in the rows after the first {ds.get('limit')} (set a smaller number or a list)")
+    for n, (where, rec, img) in enumerate(rows):
         prompt = rec.get(cols["prompt"])
-        edits = _split_list(rec.get(cols["edit_prompts"]))
+        edits = _split_list(rec.get(cols["edit_prompts"])) if cols["edit_prompts"] else []
+        edits += [e for e in shared_list if e not in edits]
         if prompt in (None, "") or not str(prompt).strip():
             problems.append(f"{where}: empty '{cols['prompt']}' (the prompt the image is protected with)")
             continue
         if not edits:
-            problems.append(f"{where}: no edit prompts in '{cols['edit_prompts']}' (separate several with '|')")
+            problems.append(f"{where}: no edit prompts in '{cols['edit_prompts']}' (separate several with '|', or "
+                            "give dataset.shared_edit_prompts)")
             continue
         key = rec.get(cols["key"])
         if key in (None, ""):

@@ -160,6 +160,8 @@ def plan_bench(cfg: BenchConfig, items: Sequence[Item], out: Path) -> Plan:
                                      {"editor": e, "item": it, "j": j, "seed": s, "prompt": prompt,
                                       "input": out / "sources" / f"{it.key}.png"}))
         for v in cfg.methods:
+            if not cfg.edits_with(v, e):
+                continue
             for t in cfg.transforms:
                 for it in items:
                     for j, prompt in enumerate(it.edit_prompts):

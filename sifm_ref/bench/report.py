@@ -7,19 +7,20 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from isr_metric.data import load_image
 from isr_metric.files import atomic_write
 from isr_metric.legacy import LegacyMetric, lpips_weights_available, psnr, ssim
 from isr_metric.report import (csv_text, figure_data_uri, fmt_num, fmt_pct, new_figure, per_sample_table,
                                template_environment, thumbnail_data_uri)
+from isr_metric.compose import JudgeColumn, judge_rates, pairwise_agreement
 from isr_metric.rules import report_from_samples
 from isr_metric.stats import mcnemar_exact, paired_difference_interval
 from isr_metric.types import EditSample, ISRReport, SampleVerdict
 
 from ..artifacts import slug
-from .config import BenchConfig
+from .config import BenchConfig, judging_in_words
 from .plan import EditCell, Plan
 
 __all__ = ["write_bench_report", "PER_EDIT_COLUMNS", "per_edit_table"]
@@ -98,6 +99,35 @@ def _choose_baseline(cfg: BenchConfig, pooled: Mapping[str, ISRReport]) -> Optio
         return max(cands, key=lambda v: pooled[v.label].isr).label  # ties: first in config order
     none = [v.label for v in cfg.methods if v.name == "none"]
     return none[0] if none else None
+
+
+def _per_judge(report: ISRReport, pooled_rows: Mapping[str, Sequence[SampleVerdict]], *, confidence: float,
+               n_boot: int, seed: int) -> Dict[str, Dict[str, Any]]:
+    """Per method: each judge's own ISR (its own verdict, over the edits it decided) with its
+    interval, and the pairwise agreement of the judges (Cohen's kappa), beside the combined ISR."""
+    kinds = {j["name"]: j.get("kind", "semantic") for j in report.judges}
+    out: Dict[str, Dict[str, Any]] = {}
+    for label, rows in pooled_rows.items():
+        cols = [JudgeColumn(name, kind, tuple(None if (s.judges.get(name) is None or s.judges[name].abstained)
+                                              else s.judges[name].success for s in rows))
+                for name, kind in kinds.items()]
+        rates = judge_rates(cols, [s.cluster for s in rows], confidence=confidence, n_boot=n_boot, seed=seed)
+        out[label] = {
+            "rates": {n: {"isr": _nan(r.isr), "ci_low": _nan(r.ci_low), "ci_high": _nan(r.ci_high), "n": r.n,
+                          "n_success": r.n_success, "n_abstained": r.n_abstained} for n, r in rates.items()},
+            "agreement": [{"a": a.a, "b": a.b, "n": a.n, "kappa": _nan(a.kappa), "p_observed": _nan(a.p_observed)}
+                          for a in pairwise_agreement(cols)]}
+    return out
+
+
+def _baseline_on(cfg: BenchConfig, baseline: str, editor: str) -> str:
+    """The baseline's variant on ``editor``: for a method that attacks every editor (``editor: each``,
+    labels ``LABEL@EDITOR``), the variant that attacked this one."""
+    v = next((m for m in cfg.methods if m.label == baseline), None)
+    if v is None or v.family is None:
+        return baseline
+    return next((m.label for m in cfg.methods if m.family == v.family and m.group == v.group and m.editor == editor),
+                baseline)
 
 
 def _sweeps(cfg: BenchConfig, cells: Mapping[Tuple[str, str, str], Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -201,6 +231,7 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan: Plan, out: Pat
     conf, n_boot, seed = cfg.report["confidence"], cfg.report["n_boot"], cfg.seed
     legacy = list(report.legacy_names())
     edit_cells = plan.cells()
+    planned = {c.cell for c in edit_cells.values()}  # without transfer, a method is edited by its own editor only
     groups: Dict[Tuple[str, str, str], List[SampleVerdict]] = {}
     for s in report.per_sample:
         if s.key in edit_cells:
@@ -210,6 +241,8 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan: Plan, out: Pat
         for t in cfg.transforms:
             for e in cfg.editors:
                 k = (v.label, t.label, e.label)
+                if k not in planned and planned:
+                    continue
                 rows = groups.get(k, [])
                 prefix = f"{v.label}/{e.label}/{t.label}/"
                 n_failed = sum(1 for f in report.failures if str(f.get("key") or "").startswith(prefix))
@@ -226,19 +259,20 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan: Plan, out: Pat
                             "semantic_rate": _nan(r.semantic_rate), "degradation_rate": _nan(r.degradation_rate),
                             "legacy_mean": lm, **{f"sweep:{p}": x for p, x in v.sweep.items()}}
     pooled: Dict[str, ISRReport] = {}
+    pooled_rows = {v.label: [s for s in report.per_sample if s.method == v.label] for v in cfg.methods}
     for v in cfg.methods:
-        rows = [s for s in report.per_sample if s.method == v.label]
-        pooled[v.label] = report_from_samples(rows, judges=report.judges, rule=report.rule, confidence=conf,
-                                              n_boot=n_boot, seed=seed)
+        pooled[v.label] = report_from_samples(pooled_rows[v.label], judges=report.judges, rule=report.rule,
+                                              confidence=conf, n_boot=n_boot, seed=seed)
     baseline = _choose_baseline(cfg, pooled)
     comparisons = []
     if baseline is not None:
         for t in cfg.transforms:
             for e in cfg.editors:
-                base = {edit_cells[s.key].pair: s for s in groups.get((baseline, t.label, e.label), [])
+                b_here = _baseline_on(cfg, baseline, e.label)
+                base = {edit_cells[s.key].pair: s for s in groups.get((b_here, t.label, e.label), [])
                         if s.success is not None}
                 for v in cfg.methods:
-                    if v.label == baseline:
+                    if v.label == b_here or (t.label and (v.label, t.label, e.label) not in cells):
                         continue
                     pairs = [(s, base[edit_cells[s.key].pair]) for s in groups.get((v.label, t.label, e.label), [])
                              if s.success is not None and edit_cells[s.key].pair in base]
@@ -247,7 +281,7 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan: Plan, out: Pat
                     mc = mcnemar_exact(a, b) if pairs else None
                     d, lo, hi = paired_difference_interval(a, b, [p[0].cluster for p in pairs], confidence=conf,
                                                            n_boot=n_boot, seed=seed) if pairs else (None,) * 3
-                    comparisons.append({"method": v.label, "baseline": baseline, "transform": t.label,
+                    comparisons.append({"method": v.label, "baseline": b_here, "transform": t.label,
                                         "editor": e.label, "n_pairs": len(pairs),
                                         "isr_method": sum(a) / len(a) if a else None,
                                         "isr_baseline": sum(b) / len(b) if b else None,
@@ -258,6 +292,8 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan: Plan, out: Pat
     summary = {
         "name": cfg.name, "config": cfg.source, "seed": cfg.seed, "confidence": conf, "n_boot": n_boot,
         "judges": [dict(j) for j in report.judges], "rule": dict(report.rule), "legacy_metrics": legacy,
+        "protocol": cfg.judge_settings.get("protocol"), "composition": cfg.judge_settings.get("composition"),
+        "judging": judging_in_words(cfg), "transfer": cfg.transfer,
         "baseline": baseline, "baseline_rule": ("configured" if cfg.report["baseline"] != "auto" else
                                                 "auto: the non-SIFM, non-'none' method with the highest pooled ISR"),
         "methods": [{"label": v.label, "method": v.name, "params": dict(v.params), "surrogate": v.editor,
@@ -267,6 +303,7 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan: Plan, out: Pat
         "seeds": list(cfg.seeds), "n_images": len(plan.items),
         "pooled": {k: {"isr": _nan(r.isr), "ci_low": _nan(r.ci_low), "ci_high": _nan(r.ci_high), "n": r.n,
                        "n_abstained": r.n_abstained} for k, r in pooled.items()},
+        "per_judge": _per_judge(report, pooled_rows, confidence=conf, n_boot=n_boot, seed=seed),
         "cells": list(cells.values()), "comparisons": comparisons, "visibility": visibility, "sweeps": sweeps,
         "n_failures": len(report.failures), "stage_counts": dict(counts or {}),
         "package_version": report.run.package_version if report.run is not None else None,
@@ -313,7 +350,8 @@ def _ci(c: Mapping[str, Any]) -> str:
 
 
 def _console_table(cfg, cells, baseline, comp) -> List[str]:
-    lines = [f"ISR per method x transform x editor (baseline for McNemar: {baseline}):"]
+    lines = [f"judging: {judging_in_words(cfg)}",
+             f"ISR per method x transform x editor (baseline for McNemar: {baseline}):"]
     for k, c in cells.items():
         cp = comp.get(k) or {}
         extra = ""
@@ -342,6 +380,10 @@ def _html(cfg, summary, cells, comparisons, visibility, sweeps, grids, legacy) -
         vis_rows.append([lab, v.get("eps") if v.get("eps") is not None else "", f("psnr"), f("ssim"), f("lpips") or "n/a",
                          f("linf"), v["n_images"]])
         note = v.get("lpips_note") or note
+    judge_rows = [[lab, name, _ci(r), r["n"], r["n_abstained"]] for lab, d in summary["per_judge"].items()
+                  for name, r in d["rates"].items()]
+    kappa_rows = [[lab, f"{a['a']} / {a['b']}", a["n"], fmt_num(a["kappa"]), fmt_pct(a["p_observed"])]
+                  for lab, d in summary["per_judge"].items() for a in d["agreement"]]
     sweep_figs = [(f"{sw['entry']}: ISR vs {sw['param']}", uri) for sw in sweeps for uri in [_sweep_plot(sw)] if uri]
     counts = summary.get("stage_counts") or {}
     return template_environment("sifm_ref").get_template("bench_report.html.j2").render(
@@ -349,4 +391,4 @@ def _html(cfg, summary, cells, comparisons, visibility, sweeps, grids, legacy) -
         cell_header=["method", "transform", "editor", f"ISR [{conf}% CI]", "interval", "n", "abstained", "failed",
                      "semantic mismatch", "degraded", *[f"mean {m} (edit vs clean edit)" for m in legacy]],
         cells=cell_rows, comparisons=comp_rows, visibility=vis_rows, lpips_note=note, sweeps=sweep_figs,
-        grids=grids, counts=[[k, v.get("total"), v.get("reused"), v.get("computed")] for k, v in counts.items()])
+        judge_rows=judge_rows, kappa_rows=kappa_rows, grids=grids, counts=[[k, v.get("total"), v.get("reused"), v.get("computed")] for k, v in counts.items()])

@@ -47,6 +47,8 @@ from isr_metric.devices import resolve_device
 from isr_metric.evaluate import evaluate
 from isr_metric.files import atomic_write, default_cache_dir
 from isr_metric.legacy import create_legacy
+from isr_metric.compose import composition_from
+from isr_metric.protocols import protocol
 from isr_metric.registry import create_judge, load_plugin
 from isr_metric.report import csv_text, write_report
 from isr_metric.types import ISRReport
@@ -54,7 +56,8 @@ from isr_metric.types import ISRReport
 from ..api import immunize
 from ..attacks.pgd import linf
 from ..editors import get_editor_class, load_editor
-from .config import STAGES, BenchConfig, ConfigError, EditorSpec, MethodVariant, load_config
+from .config import (STAGES, BenchConfig, ConfigError, EditorSpec, MethodVariant, api_key_variables, check_api_keys,
+                     judging_in_words, load_config)
 from .dataset import BenchError, Item, load_items, prepare
 from .plan import MANIFEST_COLUMNS, Plan, Unit, plan_bench
 from .report import write_bench_report
@@ -289,14 +292,16 @@ class Runner:
                                                                 [[r[c] for c in MANIFEST_COLUMNS] for r in recs]))
 
     def _judges(self):
-        for pl in self.cfg.judge_settings.get("plugins", []):
+        """The judges (a protocol's, or the listed ones), their composition and the legacy metrics."""
+        js = self.cfg.judge_settings
+        for pl in js.get("plugins", []):
             load_plugin(pl)  # once per file and process (load_config may have imported it already)
-        judges = []
-        for j in self.cfg.judges:
-            opts = dict(j.options)
-            judges.append(create_judge(j.name, **opts))
-        legacy = create_legacy(self.cfg.judge_settings["legacy"], device=self.dist.device)
-        return judges, legacy
+        if js.get("protocol"):
+            judges = list(protocol(js["protocol"]["name"], **js["protocol"]["options"]).judges)
+        else:
+            judges = [create_judge(j.name, **dict(j.options)) for j in self.cfg.judges]
+        legacy = create_legacy(js["legacy"], device=self.dist.device)
+        return judges, composition_from(js["composition"]), legacy
 
     def stage_judge(self, plan: Plan):
         if self.dist.is_main:
@@ -304,10 +309,9 @@ class Runner:
         self.dist.barrier()
         m = plan.manifest()
         js = self.cfg.judge_settings
-        judges, legacy = self._judges()
+        judges, composition, legacy = self._judges()
         cache_root = self.out / "cache"
-        kw = dict(rule=js["rule"], semantic_rule=js["semantic_rule"], perceptual_rule=js["perceptual_rule"],
-                  abstain=js["abstain"], batch_size=js["batch_size"], legacy=legacy,
+        kw = dict(composition=composition, batch_size=js["batch_size"], legacy=legacy,
                   confidence=self.cfg.report["confidence"], n_boot=self.cfg.report["n_boot"], seed=self.cfg.seed)
         # the shared score cache (what isr evaluate / calibrate use): read it, and add this bench's
         # scores to it at the end; the bench itself writes per-process files under out/cache
@@ -348,6 +352,8 @@ class Runner:
 
     # -- driver -------------------------------------------------------------------------------
     def run(self, stages: Sequence[str] = STAGES, *, dry_run: bool = False) -> Dict[str, Any]:
+        if "judge" in stages and not dry_run:
+            check_api_keys(self.cfg)  # fail before hours of attacks, not at the judge stage
         self.out.mkdir(parents=True, exist_ok=True)
         if dry_run:
             items = prepare(self.cfg, self.out, write=False) if (self.out / "sources" / "items.json").is_file() \
@@ -391,6 +397,10 @@ class Runner:
         self.log(f"  editors:    {', '.join(f'{e.label} ({e.name}: {e.model})' for e in cfg.editors)}")
         self.log(f"  seeds:      {', '.join(map(str, cfg.seeds))}")
         self.log(f"  judges:     {', '.join(f'{j.name} ({j.kind})' for j in cfg.judges)}")
+        self.log(f"  judging:    {judging_in_words(cfg)}")
+        for where, var in api_key_variables(cfg):
+            if not os.environ.get(var):
+                self.log(f"  warning: {where}: environment variable {var} is not set (stage 'judge' needs it)")
         if items is None:
             self.log("  dataset not prepared yet; unit counts appear after stage 'prepare'")
             return {"counts": {}}
@@ -405,12 +415,19 @@ class Runner:
 
 
 def run_bench(config: Any, *, out: Optional[str] = None, stages: Optional[Sequence[str]] = None,
-              dry_run: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> Dict[str, Any]:
-    """Run the bench described by ``config`` (a path or a mapping; see docs/bench.md).
+              dry_run: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+              overrides: Sequence[str] = ()) -> Dict[str, Any]:
+    """Run the bench described by ``config`` (a path or a mapping; see docs/bench.md), with
+    ``overrides`` (``["editors[0].model=./tiny", ...]``, as ``sifm bench --set``) applied first.
 
     Returns a dict with per-stage ``counts`` (total / reused / computed), ``failures`` and the
     report ``paths`` (main process)."""
-    cfg = config if isinstance(config, BenchConfig) else load_config(config)
+    if isinstance(config, BenchConfig):
+        if overrides:
+            raise ValueError("overrides apply to a config file or mapping, not to a loaded BenchConfig")
+        cfg = config
+    else:
+        cfg = load_config(config, overrides=overrides)
     if out is not None:
         cfg = cfg.with_out(out)
     bad = [s for s in (stages or ()) if s not in STAGES]
