@@ -13,7 +13,7 @@ from ..data import ImageLoadError
 from ..scoring import Abstain, ImageRef, SampleProblem
 from .base import Judge
 
-__all__ = ["LocalModelJudge", "SampleProblem", "resolve_device", "resolve_dtype", "to_pil", "load_refs"]
+__all__ = ["LocalModelJudge", "SampleProblem", "resolve_device", "resolve_dtype", "to_pil", "load_refs", "host_batch"]
 
 
 def resolve_device(device: Optional[str]) -> torch.device:
@@ -41,6 +41,19 @@ def to_pil(img: torch.Tensor):
 
     arr = (img.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype("uint8")
     return Image.fromarray(arr, mode="RGB")
+
+
+def host_batch(tensors: Sequence[torch.Tensor], device: Any, *, cat: bool = False) -> torch.Tensor:
+    """``torch.stack`` (or ``torch.cat``) of CPU tensors, into page-locked memory when ``device`` is
+    a CUDA device, so that ``.to(device, non_blocking=True)`` is an asynchronous DMA copy."""
+    tensors = list(tensors)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        return torch.cat(tensors) if cat else torch.stack(tensors)
+    first = tensors[0]
+    shape = (sum(t.shape[0] for t in tensors), *first.shape[1:]) if cat else (len(tensors), *first.shape)
+    out = torch.empty(shape, dtype=first.dtype, pin_memory=True)
+    return torch.cat(tensors, out=out) if cat else torch.stack(tensors, out=out)
 
 
 def load_refs(refs: Sequence[ImageRef]) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:

@@ -1,0 +1,260 @@
+"""Several processes, one evaluation: rows sharded under ``accelerate``, gathered on the main process.
+
+No process management here: ``accelerate launch`` (or ``torchrun``) starts the processes and
+:class:`Processes` reads them through ``accelerate.PartialState`` -- one process per GPU, gloo on
+CPUs, several nodes alike. Without a launcher everything below is one process.
+
+**Sharding** (:func:`shard_batches`): the samples, in their given order, are cut into batches of
+``batch_size`` rows and batch ``k`` goes to process ``k % N``. A batch holds the same rows for any
+number of processes, so every request is computed in the same company (batched kernels can differ
+in the last bits with the batch) and per-sample scores, verdicts and reports are the same for 1, 2
+or N processes -- a request shared by rows of batches on two processes is computed by both, which
+matters only to the run's accounting (model calls, rows from cache).
+
+**Score cache** (:func:`score_sharded`): with a cache folder, each process appends to its own file
+``<cache>/shards/<host>-<pid>/scores-v2.jsonl`` (one writer per file: safe on NFS, where appends
+from several hosts to one file are not) and reads the shared ``scores-v2.jsonl`` plus every shard
+file present when it starts. When all are done, the main process appends the new entries of every
+process (gathered, so a node-local cache folder works too) to the shared file, and each process
+removes its own shard file. A killed run leaves its shard files behind: the next run, with any
+number of processes, reads them (those rows are not computed again) and its main process merges and
+removes them.
+
+**Gathering**: each process sends its batches' outcomes to every process
+(``accelerate.utils.gather_object``); the main process puts them back in input order and alone
+returns them (then decides, writes reports). Other processes get None.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from .cache import CACHE_FILE, ScoreCache
+from .data import MAX_PIXELS
+from .loader import DEFAULT_MEMO_BYTES, RowRejection, ScoreLoader
+from .scoring import SampleScores, Scorer, ScoringRun
+from .types import EditSample
+
+__all__ = ["Processes", "ShardedScores", "score_sharded", "shard_batches", "shard_files", "launched_world_size",
+           "SHARDS_DIR"]
+
+#: sub-folder of a cache folder that holds the per-process files of distributed runs
+SHARDS_DIR = "shards"
+
+# the variables accelerate reads for the world size (torchrun / accelerate launch, then MPI)
+_WORLD_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def launched_world_size() -> int:
+    """How many processes the launcher started (1 without a launcher)."""
+    for var in _WORLD_VARS:
+        v = os.environ.get(var)
+        if v:
+            try:
+                return max(1, int(v))
+            except ValueError:
+                continue
+    return 1
+
+
+class Processes:
+    """The processes of this launch, read through ``accelerate.PartialState``.
+
+    Args:
+        cpu: run on CPUs (gloo) even where GPUs exist; None: as the launcher says
+            (``accelerate launch --cpu`` sets ``ACCELERATE_USE_CPU``).
+        timeout_minutes: how long a process waits for the others at a collective step (gathering
+            waits for the slowest shard).
+
+    Attributes: ``rank``, ``world`` (number of processes), ``local_rank``, ``is_main``, ``device``
+    (``"cuda:<local rank>"`` per process on GPUs, else ``"cpu"``) -- give it to the judges.
+    """
+
+    def __init__(self, *, cpu: Optional[bool] = None, timeout_minutes: float = 1440.0) -> None:
+        import torch
+
+        if cpu is None:
+            cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+        self.state = None
+        self.rank, self.world, self.local_rank = 0, 1, 0
+        if launched_world_size() > 1:
+            try:
+                from accelerate import PartialState
+            except ImportError:
+                raise RuntimeError("this process was launched as one of several (WORLD_SIZE > 1) but accelerate is "
+                                   "not installed; pip install accelerate, or run one process") from None
+            self.state = PartialState(cpu=bool(cpu), timeout=timedelta(minutes=timeout_minutes))
+            self.rank, self.world = self.state.process_index, self.state.num_processes
+            self.local_rank = self.state.local_process_index
+            d = self.state.device
+            self.device = "cpu" if d.type == "cpu" else str(d)
+        else:
+            self.device = "cuda" if torch.cuda.is_available() and not cpu else "cpu"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+    def gather(self, obj: Any) -> List[Any]:
+        """``obj`` of every process, in rank order, on every process (picklable objects)."""
+        if self.state is None:
+            return [obj]
+        from accelerate.utils import gather_object
+
+        return list(gather_object([obj]))
+
+    def describe(self) -> Dict[str, Any]:
+        return {"rank": self.rank, "world": self.world, "local_rank": self.local_rank, "device": self.device,
+                "host": socket.gethostname()}
+
+    def __repr__(self) -> str:
+        return f"Processes(rank={self.rank}, world={self.world}, device={self.device!r})"
+
+
+def shard_batches(n_rows: int, batch_size: int, *, world: int = 1, rank: int = 0) -> List[Tuple[int, range]]:
+    """This process's batches: ``(k, rows)`` for every batch ``k`` of ``batch_size`` consecutive rows
+    (of ``n_rows``, in order) with ``k % world == rank``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= rank < world:
+        raise ValueError(f"rank must be in [0, {world}), got {rank}")
+    starts = range(0, n_rows, batch_size)
+    return [(k, range(s, min(s + batch_size, n_rows))) for k, s in enumerate(starts) if k % world == rank]
+
+
+def shard_files(cache_dir: os.PathLike) -> List[Path]:
+    """The per-process cache files under ``cache_dir`` (this run's and those killed runs left)."""
+    return sorted(Path(cache_dir, SHARDS_DIR).glob(f"*/{CACHE_FILE}"))
+
+
+@dataclass
+class ShardedScores:
+    """What :func:`score_sharded` returns on the main process, in input order: per scorer per sample
+    the :class:`~isr_metric.scoring.SampleScores`, which rows came entirely from the cache, the
+    rejected rows (``index`` = position in the input), requests computed per scorer (all processes
+    together) and one record per process (rank, device, host, rows, batches, calls, seconds, loader
+    timings)."""
+
+    results: List[List[SampleScores]]
+    cached: List[bool]
+    rejected: List[RowRejection]
+    calls: List[int]
+    processes: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def _open_cache(cache: Optional[ScoreCache], procs: Processes,
+                started: float) -> Tuple[ScoreCache, Optional[Path], List[Path]]:
+    """(this process's cache, its own shard file or None, the shard files killed runs left for the
+    main process to merge at the end)."""
+    if cache is None:
+        return ScoreCache.in_memory(), None, []
+    if cache.path is None:  # in memory: each process keeps its own
+        return cache, None, []
+    left = shard_files(cache.dir)
+    if procs.world == 1:  # alone: merge what killed runs left now, then use the shared file
+        _merge_leftovers(cache, left, started)
+        return cache, None, []
+    own = Path(cache.dir, SHARDS_DIR, f"{socket.gethostname()}-{os.getpid()}")
+    local = ScoreCache(own, reuse_abstentions=cache.reuse_abstentions, read_also=[cache.path, *left])
+    return local, local.path, left
+
+
+def _merge_leftovers(cache: ScoreCache, files: Iterable[Path], started: float) -> int:
+    """Append what killed runs' shard files hold to ``cache`` and remove each file that no process
+    has written to since this run started."""
+    n = 0
+    for f in files:
+        try:
+            st = f.stat()
+        except FileNotFoundError:
+            continue
+        if st.st_mtime > started:  # a live process of another run writes it
+            continue
+        n += cache.import_lines(f.read_bytes())
+        try:
+            if f.stat().st_mtime_ns == st.st_mtime_ns:
+                f.unlink()
+                f.parent.rmdir()
+        except OSError:
+            pass
+    return n
+
+
+def score_sharded(scorers: Sequence[Scorer], samples: Sequence[EditSample], *, cache: Optional[ScoreCache] = None,
+                  processes: Optional[Processes] = None, batch_size: int = 16, num_workers: Optional[int] = None,
+                  reject_rows: bool = False, needs: Iterable[str] = (), max_pixels: Optional[int] = MAX_PIXELS,
+                  memo_bytes: int = DEFAULT_MEMO_BYTES) -> Optional[ShardedScores]:
+    """Score ``samples`` with ``scorers`` on every process of this launch, each its share of the
+    batches (:func:`shard_batches`) on its own device, through the score cache (module doc). Every
+    process must call it with the same samples, scorers and ``batch_size``.
+
+    Args:
+        cache: the shared score cache (a folder: per-process files, merged at the end; in memory:
+            each process its own; None: in memory).
+        processes: this launch (default :class:`Processes`\\ ()).
+        num_workers, reject_rows, needs, max_pixels, memo_bytes: see
+            :class:`~isr_metric.loader.ScoreLoader`.
+
+    Returns:
+        :class:`ShardedScores` on the main process, None on the others.
+    """
+    procs = processes if processes is not None else Processes()
+    samples = list(samples)
+    started = time.time()
+    t0 = time.perf_counter()
+    local, own, left = _open_cache(cache, procs, started)
+    procs.barrier()  # every process has read the cache files before any writes its own
+    run = ScoringRun(list(scorers), cache=local)
+    loader = ScoreLoader(run, num_workers=num_workers, reject_rows=reject_rows, needs=needs, max_pixels=max_pixels,
+                         memo_bytes=memo_bytes)
+    mine = shard_batches(len(samples), batch_size, world=procs.world, rank=procs.rank)
+    done = []
+    for (k, rows), b in zip(mine, loader.batches([samples[i] for i in rows] for _, rows in mine)):
+        rejected = [dataclasses.replace(r, index=rows[r.index]) for r in b.rejected]
+        done.append((rows, b.results, b.cached, rejected))
+    record = dict(procs.describe(), rows=sum(len(r) for _, r in mine), batches=len(mine), calls=list(run.calls),
+                  seconds=time.perf_counter() - t0, loader=loader.stats.as_dict(),
+                  decoded=loader.memo.decoded, decode_hits=loader.memo.hits)
+    lines = own.read_bytes() if own is not None and own.is_file() else b""
+    got = procs.gather({"record": record, "batches": done, "lines": lines})
+    out = None
+    if procs.is_main:
+        if cache is not None and cache.path is not None:
+            for g in got:
+                cache.import_lines(g["lines"])
+            _merge_leftovers(cache, left, started)
+        n = len(samples)
+        results: List[List[Optional[SampleScores]]] = [[None] * n for _ in run.scorers]
+        cached = [False] * n
+        rejected_all: List[RowRejection] = []
+        for g in got:
+            for rows, res, cach, rej in g["batches"]:
+                for si, per in enumerate(res):
+                    for j, pos in enumerate(rows):
+                        results[si][pos] = per[j]
+                for j, pos in enumerate(rows):
+                    cached[pos] = cach[j]
+                rejected_all += rej
+        calls = [sum(g["record"]["calls"][si] for g in got) for si in range(len(run.scorers))]
+        out = ShardedScores(results=results, cached=cached,  # type: ignore[arg-type]
+                            rejected=sorted(rejected_all, key=lambda r: r.index), calls=calls,
+                            processes=[g["record"] for g in got])
+    procs.barrier()  # the main process holds every entry: the shard files can go
+    if own is not None:
+        try:
+            own.unlink()
+            own.parent.rmdir()
+        except OSError:
+            pass
+    return out
