@@ -145,7 +145,12 @@ def main() -> None:
     ap.add_argument("--piqe", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    run(a.manifest, a.cache_dir, a.out_dir, batch_size=a.batch_size, num_workers=a.num_workers, piqe=a.piqe)
+    # the module's own run(), not __main__'s: the judge's identity (and so its cache keys) names
+    # the class by module, as in the in-process reference run
+    from tests.sharded_worker import run as module_run
+
+    module_run(a.manifest, a.cache_dir, a.out_dir, batch_size=a.batch_size, num_workers=a.num_workers,
+               piqe=a.piqe)
 
 
 if __name__ == "__main__":

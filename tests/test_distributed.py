@@ -1,0 +1,126 @@
+"""Sharded scoring under accelerate (isr_metric/distributed.py): two processes (gloo on CPU, one torch
+thread each) give the per-sample scores and rejections of one process, only the main process
+writes the gathered output, and the rows of a killed process are picked up from the cache."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from isr_metric.cache import CACHE_FILE, ScoreCache
+from isr_metric.data import load_manifest
+from isr_metric.distributed import Processes, score_sharded, shard_batches, shard_files
+
+from .sharded_worker import MeanJudge, make_manifest, run
+
+pytest.importorskip("accelerate")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The manifest and its one-process result (in this process, no launcher)."""
+    root = tmp_path_factory.mktemp("sharded")
+    manifest = make_manifest(root / "data")
+    doc = run(str(manifest), str(root / "cache1"), str(root / "out1"))
+    return root, manifest, doc
+
+
+def _env(**extra):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TQDM_DISABLE="1", OMP_NUM_THREADS="1", **extra)
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        env.pop(var, None)
+    return env
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(cmd, **env):
+    return subprocess.run(cmd, env=_env(**env), capture_output=True, text=True, timeout=240, cwd=ROOT)
+
+
+def test_batches_are_the_same_for_any_number_of_processes():
+    one = shard_batches(23, 4)
+    assert [list(r) for _, r in one] == [list(range(s, min(s + 4, 23))) for s in range(0, 23, 4)]
+    for world in (2, 3, 8):
+        parts = [shard_batches(23, 4, world=world, rank=r) for r in range(world)]
+        assert sorted(b for p in parts for b in p) == one  # every batch once, with the same rows
+        assert all(k % world == r for r, p in enumerate(parts) for k, _ in p)
+    with pytest.raises(ValueError, match="rank"):
+        shard_batches(3, 1, world=2, rank=2)
+
+
+def test_one_process_matches_the_loader(reference):
+    """Without a launcher: one process, every row, the loader's outcome."""
+    root, manifest, doc = reference
+    assert doc["world"] == 1 and doc["written_by"] == 0 and doc["processes"][0]["rows"] == 22
+    assert [r["key"] for r in doc["rejected"]] == ["k03", "k06", "k09", "k13", "k15"]  # not images; sizes
+    samples = load_manifest(manifest).samples()
+    res = score_sharded([MeanJudge()], samples, batch_size=4, num_workers=0, reject_rows=True,
+                        needs={"source_same_size"})
+    assert res.calls == doc["calls"] and [r.index for r in res.rejected] == [3, 6, 9, 13, 15]
+    assert Processes().world == 1 and Processes(cpu=True).device == "cpu"
+
+
+def test_two_processes_score_as_one_and_only_the_main_process_writes(reference):
+    """`accelerate launch --num_processes 2` (torchrun underneath; gloo on CPU): the same per-sample
+    scores and rejections as one process; the result is written by rank 0 alone; each process
+    computed its share into its own cache file, merged into the shared file at the end."""
+    root, manifest, one = reference
+    cache, out = root / "cache2", root / "out2"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_ip", "127.0.0.1", "--main_process_port", str(_port()),
+           "-m", "tests.sharded_worker", str(manifest), str(cache), str(out)]
+    p = _launch(cmd)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert sorted(f.name for f in out.iterdir()) == ["result-rank0.json"]  # rank 1 wrote nothing
+    two = json.loads((out / "result-rank0.json").read_text())
+    assert two["world"] == 2 and two["written_by"] == 0
+    assert two["scores"] == one["scores"] and two["rejected"] == one["rejected"]
+    procs = two["processes"]
+    assert [p["rank"] for p in procs] == [0, 1] and all(p["calls"][0] > 0 for p in procs)
+    assert sum(p["rows"] for p in procs) == 22 and procs[0]["rows"] == 12  # batches 0, 2, 4 of 6
+    # the shard files are merged and gone; the shared file answers everything
+    assert shard_files(cache) == [] and (cache / CACHE_FILE).is_file()
+    again = score_sharded([MeanJudge()], load_manifest(manifest).samples(), cache=ScoreCache(cache), batch_size=4,
+                          num_workers=0, reject_rows=True, needs={"source_same_size"})
+    assert again.calls == [0] and all(again.cached[i] for i in range(22) if i not in (3, 6, 9, 13, 15))
+
+
+def test_a_killed_process_leaves_its_rows_in_the_cache(reference):
+    """torchrun, rank 1 dies after its first batch: the run fails; what both processes computed is
+    in their shard files, and the re-run (one process) computes only the rest, merges the files and
+    gives the uninterrupted result."""
+    root, manifest, one = reference
+    cache, out = root / "cache3", root / "out3"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_port()), "-m", "tests.sharded_worker", str(manifest), str(cache), str(out)]
+    p = _launch(cmd, ISR_TEST_DIE="1:1")
+    assert p.returncode != 0 and not out.exists(), p.stdout[-2000:] + p.stderr[-2000:]
+    left = shard_files(cache)
+    assert left, "the killed run left no shard file"
+    n_left = len({json.loads(line)["k"] for f in left for line in f.open("rb")})  # both may compute a source
+    assert n_left >= 6  # rank 1's first batch at least (4 edits + their sources)
+    doc = run(str(manifest), str(cache), str(root / "out3b"))
+    assert doc["scores"] == one["scores"] and doc["rejected"] == one["rejected"]
+    assert doc["calls"][0] <= one["calls"][0] - n_left
+    assert shard_files(cache) == []
