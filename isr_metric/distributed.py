@@ -68,7 +68,8 @@ class Processes:
 
     Args:
         cpu: run on CPUs (gloo) even where GPUs exist; None: as the launcher says
-            (``accelerate launch --cpu`` sets ``ACCELERATE_USE_CPU``).
+            (``accelerate launch --cpu`` sets ``ACCELERATE_USE_CPU``), and on CPUs where there is
+            no GPU.
         timeout_minutes: how long a process waits for the others at a collective step (gathering
             waits for the slowest shard).
 
@@ -80,7 +81,8 @@ class Processes:
         import torch
 
         if cpu is None:
-            cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+            cpu = (os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+                   or not torch.cuda.is_available())
         self.state = None
         self.rank, self.world, self.local_rank = 0, 1, 0
         if launched_world_size() > 1:

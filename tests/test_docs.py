@@ -68,6 +68,10 @@ SUBSTITUTIONS: List[Tuple[str, str]] = [
     ("--steps 100", "--steps 2"),
     ("--num-inference-steps 20", "--num-inference-steps 2"),
     ("isr demo --out isr_demo", "isr demo --out isr_demo --size 96"),
+    # eight GPUs -> two CPU processes (gloo) on 127.0.0.1
+    ("accelerate launch --multi_gpu --num_processes 8",
+     "accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no "
+     "--main_process_ip 127.0.0.1 --main_process_port 29517"),
     ("calibration/specs/skimage_synthetic_256.json", "{tiny_spec}"),
     ("skimage_photos(288)", "skimage_photos(96)"),
     # scripts of the repository, run from the scratch folder
