@@ -51,8 +51,8 @@ from .types import EditSample
 __all__ = ["ScoreLoader", "LoadedBatch", "RowRejection", "DecodedImages", "LoaderStats", "default_num_workers",
            "size_mismatch", "DEFAULT_MEMO_BYTES"]
 
-#: Default bound of the decoded-image memo (1 GiB: ~330 decoded 512x512 images).
-DEFAULT_MEMO_BYTES = 1 << 30
+#: Default bound of the decoded-image memo (512 MiB: ~170 decoded 512x512 images).
+DEFAULT_MEMO_BYTES = 1 << 29
 
 
 def default_num_workers() -> int:
@@ -254,8 +254,8 @@ class ScoreLoader:
         run: the scoring run (scorers and cache).
         num_workers: loader threads (None: :func:`default_num_workers`; 0: everything in-line, the
             plain path).
-        prefetch: batches prepared ahead of the model (default ``2 * num_workers``); each holds its
-            decoded images until it is scored.
+        prefetch: batches prepared ahead of the model (default ``num_workers + 1``: one per thread
+            and one ready); each holds its decoded images until it is scored.
         reject_rows: reject rows whose images do not decode (or differ in size where ``needs``
             says a judge pairs pixels), as ``isr evaluate`` does; False leaves unreadable images to
             the judges, which abstain with their own reasons.
@@ -276,7 +276,7 @@ class ScoreLoader:
         self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        self.prefetch = max(1, int(prefetch if prefetch is not None else 2 * self.num_workers))
+        self.prefetch = max(1, int(prefetch if prefetch is not None else self.num_workers + 1))
         self.reject_rows = bool(reject_rows)
         self.needs: Set[str] = set(needs)
         self.max_pixels = max_pixels

@@ -11,24 +11,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from isr_metric.cache import CACHE_FILE, ScoreCache
 from isr_metric.data import load_manifest
 from isr_metric.distributed import Processes, score_sharded, shard_batches, shard_files
 
 from .sharded_worker import MeanJudge, make_manifest, run
+from .test_loader import _one_thread  # noqa: F401 (autouse: one torch thread, as in the launched processes)
 
 pytest.importorskip("accelerate")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

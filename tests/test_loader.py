@@ -22,6 +22,7 @@ from isr_metric.scoring import ScoringRun, score_samples
 
 from . import sharded_worker
 from .sharded_worker import MeanJudge, make_manifest
+from .tiny_diffusion import single_thread
 
 BATCH = 4
 MAX_PIXELS = 3000  # the 64x64 edit of the manifest is over it
@@ -35,10 +36,8 @@ class PairedMean(MeanJudge):
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with single_thread():  # tiny models, shared CPUs; the launched processes use one thread each too
+        yield
 
 
 @pytest.fixture(scope="module")
