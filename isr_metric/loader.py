@@ -112,6 +112,7 @@ class DecodedImages:
         self._items: "collections.OrderedDict[str, _Decoded]" = collections.OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._busy: Dict[str, threading.Event] = {}  # digests being decoded by some thread
         self.decoded = 0
         self.hits = 0
 
@@ -127,19 +128,43 @@ class DecodedImages:
             _, old = self._items.popitem(last=False)
             self._bytes -= old.nbytes
 
+    def _hit(self, digest: str, max_pixels: Optional[int]) -> Optional[_Decoded]:
+        got = self._items.get(digest)  # under the lock
+        if got is None or (max_pixels is not None and got.tensor.shape[-2] * got.tensor.shape[-1] > max_pixels):
+            return None
+        self._items.move_to_end(digest)
+        self.hits += 1
+        return got
+
     def decode(self, value: Any, digest: Optional[str], *, name: str, max_pixels: Optional[int]) -> _Decoded:
         """The entry of ``value`` (content digest ``digest``; None: not memoised), decoded now if
         the memo does not hold it, with :func:`~isr_metric.data.load_image` -- which raises
         :class:`~isr_metric.data.ImageLoadError` as usual (an image over ``max_pixels`` is never
-        served from the memo, so it fails as it would)."""
-        if digest is not None:
+        served from the memo, so it fails as it would). A thread that asks for an image another
+        thread is decoding waits for it."""
+        if digest is None:
+            return self._decode(value, None, name, max_pixels)
+        with self._lock:
+            got = self._hit(digest, max_pixels)
+            if got is not None:
+                return got
+            busy = self._busy.get(digest)
+            if busy is None:
+                self._busy[digest] = threading.Event()
+        if busy is not None:
+            busy.wait()
             with self._lock:
-                got = self._items.get(digest)
-                if got is not None and (max_pixels is None
-                                        or got.tensor.shape[-2] * got.tensor.shape[-1] <= max_pixels):
-                    self._items.move_to_end(digest)
-                    self.hits += 1
-                    return got
+                got = self._hit(digest, max_pixels)
+            if got is not None:
+                return got
+            return self._decode(value, digest, name, max_pixels)  # it failed there: fail here alike
+        try:
+            return self._decode(value, digest, name, max_pixels)
+        finally:
+            with self._lock:
+                self._busy.pop(digest).set()
+
+    def _decode(self, value: Any, digest: Optional[str], name: str, max_pixels: Optional[int]) -> _Decoded:
         entry = _Decoded(digest, load_image(value, name=name, max_pixels=max_pixels))
         with self._lock:
             self.decoded += 1

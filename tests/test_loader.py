@@ -219,8 +219,21 @@ def test_stopping_early_leaves_no_thread_behind(manifest):
     assert not [t for t in threading.enumerate() if t.name.startswith("isr-loader")]
 
 
-def test_decoded_image_memo_is_bounded_and_respects_max_pixels(manifest):
+def test_decoded_image_memo_is_bounded_and_respects_max_pixels(manifest, monkeypatch):
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import isr_metric.loader as loader_mod
+
     root = manifest.parent
+    real = loader_mod.load_image
+    monkeypatch.setattr(loader_mod, "load_image", lambda *a, **k: (time.sleep(0.05), real(*a, **k))[1])
+    memo = DecodedImages()
+    with ThreadPoolExecutor(4) as pool:  # four threads ask for one image at once: one decodes it
+        got = list(pool.map(lambda _: memo.decode(root / "s0.png", "s0", name="s0", max_pixels=None), range(4)))
+    assert memo.decoded == 1 and memo.hits == 3 and all(g is got[0] for g in got)
+    monkeypatch.setattr(loader_mod, "load_image", real)
+
     memo = DecodedImages(max_bytes=3 * 32 * 32 * 4 * 2)  # two decoded 32x32 images
     for name in ("e0.png", "e1.png", "e2.png"):
         memo.decode(root / name, name, name=name, max_pixels=None)
