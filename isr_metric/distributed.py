@@ -193,6 +193,16 @@ def _merge_leftovers(cache: ScoreCache, files: Iterable[Path], started: float) -
     return n
 
 
+def _fingerprint(samples: Sequence[EditSample]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(repr((s.resolved_key(), str(s.edited) if isinstance(s.edited, (str, os.PathLike)) else None))
+                 .encode("utf-8", "surrogatepass"))
+    return f"{len(samples)}:{h.hexdigest()}"
+
+
 def score_sharded(scorers: Sequence[Scorer], samples: Sequence[EditSample], *, cache: Optional[ScoreCache] = None,
                   processes: Optional[Processes] = None, batch_size: int = 16, num_workers: Optional[int] = None,
                   reject_rows: bool = False, needs: Iterable[str] = (), max_pixels: Optional[int] = MAX_PIXELS,
@@ -229,9 +239,14 @@ def score_sharded(scorers: Sequence[Scorer], samples: Sequence[EditSample], *, c
                   seconds=time.perf_counter() - t0, loader=loader.stats.as_dict(),
                   decoded=loader.memo.decoded, decode_hits=loader.memo.hits)
     lines = own.read_bytes() if own is not None and own.is_file() else b""
-    got = procs.gather({"record": record, "batches": done, "lines": lines})
+    got = procs.gather({"record": record, "batches": done, "lines": lines, "input": _fingerprint(samples)})
     out = None
     if procs.is_main:
+        inputs = {g["input"] for g in got}
+        if len(inputs) > 1:
+            raise RuntimeError(f"the {procs.world} processes scored different samples ({len(inputs)} different "
+                               "lists of keys): every process must pass score_sharded the same samples, in the "
+                               "same order (e.g. read the same manifest)")
         if cache is not None and cache.path is not None:
             for g in got:
                 cache.import_lines(g["lines"])

@@ -56,13 +56,19 @@ DEFAULT_MEMO_BYTES = 1 << 29
 
 
 def default_num_workers() -> int:
-    """Loader threads by default: one fewer than the CPUs this process may use, at most 4 (past
-    that, the threads mostly contend for the GIL and memory bandwidth); 0 on one CPU."""
+    """Loader threads by default: one fewer than this process's share of the CPUs it may use (the
+    CPUs divided by the processes a launcher started on this node, ``LOCAL_WORLD_SIZE``), at most 4;
+    0 with one CPU. Raise it for a fast judge on a GPU when ``bench/evaluate_scaleout.py`` shows
+    the model waiting."""
     try:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         n = os.cpu_count() or 1
-    return max(0, min(4, n - 1))
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    except ValueError:
+        local = 1
+    return max(0, min(4, n // local - 1))
 
 
 def size_mismatch(role: str, edited: torch.Tensor, other: torch.Tensor) -> str:

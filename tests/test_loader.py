@@ -248,8 +248,14 @@ def test_decoded_image_memo_is_bounded_and_respects_max_pixels(manifest, monkeyp
         memo.decode(root / "big.png", "big", name="big", max_pixels=MAX_PIXELS)
 
 
-def test_small_helpers():
-    assert 0 <= default_num_workers() <= 4
+def test_small_helpers(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert default_num_workers() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # eight processes on this node share the 16 CPUs
+    assert default_num_workers() == 1
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert default_num_workers() == 0
     xs = [torch.rand(2, 3) for _ in range(3)]
     assert torch.equal(host_batch(xs, "cpu"), torch.stack(xs))
     assert torch.equal(host_batch(xs, None, cat=True), torch.cat(xs))
