@@ -51,7 +51,8 @@ def main() -> None:
 
     from isr_metric.cache import ScoreCache
     from isr_metric.data import load_image
-    from isr_metric.evaluate import evaluate, write_outputs
+    from isr_metric.evaluate import evaluate
+    from isr_metric.report import write_report
     from isr_metric.judges.base import CallableJudge
     from isr_metric.registry import create_judge, get_spec
 
@@ -82,7 +83,7 @@ def main() -> None:
             ev = evaluate(str(manifest), [judge], cache=ScoreCache(cache_dir), batch_size=args.batch_size,
                           legacy=(), n_boot=500)
             t1 = time.perf_counter()
-            write_outputs(ev.report, out)
+            write_report(ev.report, out)
             t2 = time.perf_counter()
             return t2 - t0, ev, t1 - t0, t2 - t1
 

@@ -28,6 +28,11 @@ _LAZY = {
     "verdict_from_scores": ("judges.base", "verdict_from_scores"),
     "load_card": ("cards", "load_card"),
     "load_image": ("data", "load_image"),
+    "write_report": ("report", "write_report"),
+    "protocol": ("protocols", "protocol"),
+    "list_protocols": ("protocols", "list_protocols"),
+    "GroupWise": ("compose", "GroupWise"),
+    "PerJudge": ("compose", "PerJudge"),
 }
 
 __all__ = ["__version__", *_LAZY]

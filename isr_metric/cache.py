@@ -46,20 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
+from .files import default_cache_dir
+
 __all__ = ["ScoreCache", "CacheEntry", "default_cache_dir", "request_key", "FORMAT_VERSION", "CACHE_FILE"]
 
 #: bump when the key or the line format changes (old files are then simply not read)
 FORMAT_VERSION = 2
 CACHE_FILE = f"scores-v{FORMAT_VERSION}.jsonl"
-
-
-def default_cache_dir() -> Path:
-    """``$ISR_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/isr-metric`` (``~/.cache/isr-metric``)."""
-    env = os.environ.get("ISR_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "isr-metric"
 
 
 def request_key(identity_hash: str, content_key: str) -> str:

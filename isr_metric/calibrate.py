@@ -47,13 +47,16 @@ percentile intervals over the pooled held-out predictions. ``to_card`` turns the
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from sklearn.base import BaseEstimator
 
+from .rules import cut, success_if_for
 from .types import ThresholdCard
 
 __all__ = [
@@ -217,8 +220,6 @@ def operating_points(success_scores: np.ndarray, labels: np.ndarray) -> Operatin
 
 def _check_objective(objective: str, target: Optional[float], cost_fp: float, cost_fn: float) -> None:
     if objective not in OBJECTIVES:
-        import difflib
-
         close = difflib.get_close_matches(str(objective), OBJECTIVES, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise CalibrationError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}.{hint}")
@@ -290,8 +291,7 @@ class ThresholdFit:
 
     def predict(self, scores: Any) -> np.ndarray:
         """Boolean success per score (NaN -> False; abstention is the judge's business)."""
-        s = np.asarray(scores, dtype=np.float64)
-        return s < self.threshold if self.success_if == "below" else s > self.threshold
+        return cut(scores, self.threshold, self.success_if)[0].reshape(np.shape(scores))
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -327,7 +327,7 @@ def fit_threshold(scores: Any, labels: Any, *, higher_is_better: bool, objective
     tp, fp = int(op.tp[i]), int(op.fp[i])
     return ThresholdFit(
         threshold=_to_raw(op.cuts[i], higher_is_better),
-        success_if="below" if higher_is_better else "above",
+        success_if=success_if_for(higher_is_better),
         higher_is_better=bool(higher_is_better), objective=objective,
         objective_value=float(values[i]), tpr=float(op.tpr[i]), fpr=float(op.fpr[i]),
         tp=tp, fp=fp, tn=op.n_neg - fp, fn=op.n_pos - tp,
@@ -361,8 +361,7 @@ def agreement_metrics(labels: Any, predictions: Any, success_scores: Optional[An
     functions: ``roc_auc_score`` (on ``success_scores``, higher = more likely success; omitted when
     None), ``balanced_accuracy_score``, ``cohen_kappa_score``, ``confusion_matrix``, plus TPR,
     FPR, F1 and accuracy."""
-    from sklearn.metrics import (balanced_accuracy_score, cohen_kappa_score, confusion_matrix,
-                                 f1_score, roc_auc_score)
+    from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, confusion_matrix, f1_score, roc_auc_score
 
     y = np.asarray(labels, dtype=np.int64)
     p = np.asarray(predictions, dtype=np.int64)
@@ -393,17 +392,14 @@ def _rank_auc(ss: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_agreement(labels: Any, predictions: Any, success_scores: Optional[Any] = None, *,
-                        n_boot: int = 1000, confidence: float = 0.95, seed: int = 0,
-                        groups: Optional[Sequence[Any]] = None) -> Dict[str, Dict[str, float]]:
+                        n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> Dict[str, Dict[str, float]]:
     """Stratified bootstrap percentile intervals for :data:`INTERVAL_METRICS`.
 
     Resamples label-1 and label-0 samples separately with replacement (so every resample keeps
     both classes and the class counts), recomputes each metric, and takes the
     ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` percentiles. Returns ``{metric:
-    {"ci_low", "ci_high"}}``. ``groups`` is accepted for future cluster resampling and must be None.
+    {"ci_low", "ci_high"}}``.
     """
-    if groups is not None:  # pragma: no cover - documented limitation
-        raise NotImplementedError("cluster bootstrap of agreement metrics is not implemented")
     if n_boot < 1:
         raise CalibrationError(f"n_boot must be >= 1, got {n_boot}")
     if not 0.0 < confidence < 1.0:
@@ -462,11 +458,11 @@ def evaluate_threshold(scores: Any, labels: Any, *, threshold: float, higher_is_
     :func:`agreement_metrics`, each interval metric as ``{"value", "ci_low", "ci_high"}``."""
     s, y = validate_scores_labels(scores, labels, keys=keys)
     ss = _success_score(s, higher_is_better)
-    pred = (s < threshold) if higher_is_better else (s > threshold)
+    pred, _ = cut(s, threshold, success_if_for(higher_is_better))
     point = agreement_metrics(y, pred, ss)
     iv = bootstrap_agreement(y, pred, ss, n_boot=n_boot, confidence=confidence, seed=seed)
     out = _with_intervals(point, iv)
-    out.update({"threshold": _clean(threshold), "success_if": "below" if higher_is_better else "above",
+    out.update({"threshold": _clean(threshold), "success_if": success_if_for(higher_is_better),
                 "n": int(len(y)), "n_pos": int(y.sum()), "n_neg": int(len(y) - y.sum()),
                 "bootstrap": {"n_boot": int(n_boot), "confidence": confidence, "seed": seed,
                               "method": "stratified percentile"}})
@@ -514,8 +510,9 @@ def data_fingerprint(scores: Any, labels: Any, keys: Optional[Sequence[Any]] = N
 # the estimator
 # ---------------------------------------------------------------------------------------------
 
-class ThresholdCalibrator:
-    """scikit-learn-style threshold estimator with cross-validated agreement.
+class ThresholdCalibrator(BaseEstimator):
+    """A scikit-learn estimator (``get_params`` / ``set_params`` / ``clone`` from ``BaseEstimator``)
+    fitting a threshold, with cross-validated agreement.
 
     Constructor stores options; :meth:`fit` validates and fits (scikit-learn conventions:
     fitted attributes end with ``_``)::
@@ -557,19 +554,6 @@ class ThresholdCalibrator:
         self.confidence = confidence
         self.seed = seed
         self.min_per_class = min_per_class
-
-    # sklearn's get_params / set_params, minimal
-    def get_params(self, deep: bool = True) -> Dict[str, Any]:
-        return {k: getattr(self, k) for k in ("objective", "higher_is_better", "target", "cost_fp",
-                                              "cost_fn", "cv", "n_boot", "confidence", "seed",
-                                              "min_per_class")}
-
-    def set_params(self, **params: Any) -> "ThresholdCalibrator":
-        for k, v in params.items():
-            if k not in self.get_params():
-                raise CalibrationError(f"unknown parameter {k!r}; valid: {sorted(self.get_params())}")
-            setattr(self, k, v)
-        return self
 
     def _fit_kwargs(self) -> Dict[str, Any]:
         return dict(higher_is_better=self.higher_is_better, objective=self.objective, target=self.target,

@@ -1,35 +1,33 @@
 """Calibration plots: ROC with the chosen operating point, score histograms by label.
 
-Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot, no global backend
-change, no display needed). :func:`figure_png` / :func:`figure_base64` turn a figure into PNG
-bytes / a base64 string for embedding in HTML (``<img src="data:image/png;base64,...">``).
+Figures are drawn with matplotlib's object API (:func:`isr_metric.report.new_figure`: no pyplot,
+no global backend change, no display needed). :func:`figure_png` turns a figure into PNG bytes.
 matplotlib comes with the ``report`` extra.
 """
 from __future__ import annotations
 
 import base64
-import html
 import io
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
 import numpy as np
 
-__all__ = ["plot_roc", "plot_score_histograms", "figure_png", "figure_base64", "calibration_figures",
+from .files import atomic_write
+from .registry import MissingExtraError
+from .report import new_figure, template_environment
+from .rules import cut, success_if_for
+
+__all__ = ["plot_roc", "plot_score_histograms", "figure_png", "calibration_figures",
            "write_calibration_plots", "agreement_html"]
 
 
 def _figure(width: float = 4.8, height: float = 4.0):
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        from .registry import MissingExtraError
-
+    fig = new_figure((width, height))
+    if fig is None:
         raise MissingExtraError(
-            "calibration plots need matplotlib; install it with: pip install 'isr-metric[report]'") from None
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
+            "calibration plots need matplotlib; install it with: pip install 'isr-metric[report]'")
+    fig.set_dpi(100)
     return fig
 
 
@@ -41,7 +39,7 @@ def plot_roc(scores: Any, labels: Any, *, higher_is_better: bool, threshold: Opt
 
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
-    ss = -s if higher_is_better else s
+    ss = -s if higher_is_better else s  # higher = more likely success
     fpr, tpr, _ = roc_curve(y, ss)
     auc = roc_auc_score(y, ss)
     fig = _figure()
@@ -49,7 +47,7 @@ def plot_roc(scores: Any, labels: Any, *, higher_is_better: bool, threshold: Opt
     ax.plot(fpr, tpr, color="#1f6feb", lw=2, label=f"ROC (AUC = {auc:.3f})")
     ax.plot([0, 1], [0, 1], color="#999", lw=1, ls="--", label="chance")
     if threshold is not None:
-        pred = s < threshold if higher_is_better else s > threshold
+        pred, _ = cut(s, threshold, success_if_for(higher_is_better))
         op_tpr = float(pred[y == 1].mean())
         op_fpr = float(pred[y == 0].mean())
         ax.plot([op_fpr], [op_tpr], "o", color="#cf222e", ms=8,
@@ -76,7 +74,7 @@ def plot_score_histograms(scores: Any, labels: Any, *, higher_is_better: bool,
     ax.hist(s[y == 0], bins=edges, alpha=0.6, color="#1a7f37", label=f"label 0: failure (n={int((y == 0).sum())})")
     ax.hist(s[y == 1], bins=edges, alpha=0.6, color="#cf222e", label=f"label 1: success (n={int((y == 1).sum())})")
     if threshold is not None:
-        side = "below" if higher_is_better else "above"
+        side = success_if_for(higher_is_better)
         ax.axvline(threshold, color="k", ls="--", lw=1.5, label=f"threshold {threshold:.4g} (success {side})")
     ax.set_xlabel(f"raw score ({'higher' if higher_is_better else 'lower'} = better)")
     ax.set_ylabel("count")
@@ -90,11 +88,6 @@ def figure_png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
-
-
-def figure_base64(fig) -> str:
-    """The figure as a base64 PNG string, for ``<img src="data:image/png;base64,...">``."""
-    return base64.b64encode(figure_png(fig)).decode("ascii")
 
 
 def calibration_figures(calibrator, *, title: Optional[str] = None) -> Dict[str, Any]:
@@ -116,9 +109,7 @@ def write_calibration_plots(figures: Mapping[str, Any], out_dir: Union[str, Path
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, fig in figures.items():
-        p = out / f"{name}.png"
-        p.write_bytes(figure_png(fig))
-        paths[name] = str(p)
+        paths[name] = str(atomic_write(out / f"{name}.png", figure_png(fig)))
     return paths
 
 
@@ -127,41 +118,25 @@ def _fmt(m: Any) -> str:
         v, lo, hi = m.get("value"), m.get("ci_low"), m.get("ci_high")
         f = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
         return f"{f(v)} [{f(lo)}, {f(hi)}]"
-    return html.escape(str(m))
+    return str(m)
 
 
 def agreement_html(report: Mapping[str, Any], figures: Optional[Mapping[str, Any]] = None, *,
                    title: str = "Judge agreement with labels", standalone: bool = True) -> str:
     """HTML for an agreement report (``ThresholdCalibrator.report()`` or
     :func:`~isr_metric.calibrate.evaluate_threshold` output) with figures embedded as base64 PNG.
-    ``standalone=False`` returns a ``<section>`` to embed in a larger report. Everything shown is
-    escaped."""
-    e = lambda x: html.escape("" if x is None else str(x), quote=True)  # noqa: E731
+    ``standalone=False`` returns a ``<section>`` to embed in a larger report. Rendered by the
+    template ``agreement.html.j2`` (autoescaped)."""
     metrics = report.get("metrics", report)
-    rows = "".join(
-        f"<tr><td>{e(k)}</td><td>{e(_fmt(metrics[k]))}</td></tr>"
-        for k in ("auc", "balanced_accuracy", "kappa", "tpr", "fpr", "f1", "accuracy") if k in metrics)
-    cm = metrics.get("confusion_matrix") or {}
-    cm_html = ""
-    if cm:
-        cm_html = ("<table><tr><th></th><th>called failure</th><th>called success</th></tr>"
-                   f"<tr><th>label 0 (failure)</th><td>{e(cm.get('tn'))}</td><td>{e(cm.get('fp'))}</td></tr>"
-                   f"<tr><th>label 1 (success)</th><td>{e(cm.get('fn'))}</td><td>{e(cm.get('tp'))}</td></tr></table>")
     heldout = report.get("heldout", metrics.get("heldout"))
     note = ("held-out (cross-validated) agreement" if heldout else
             "agreement on the data the threshold was fitted on (optimistic)" if heldout is False else
             "agreement of a fixed threshold on these labels")
-    conf = f"{100 * float((report.get('bootstrap') or {}).get('confidence', 0.95)):g}%"
-    head = (f"<p>threshold {e(report.get('threshold'))}, success if {e(report.get('success_if'))}; "
-            f"n = {e(report.get('n'))} ({e(report.get('n_pos'))} success, {e(report.get('n_neg'))} failure); "
-            f"{e(note)}; {e(conf)} stratified bootstrap intervals in brackets.</p>")
-    imgs = "".join(f'<figure><img alt="{e(name)}" src="data:image/png;base64,{figure_base64(fig)}"></figure>'
-                   for name, fig in (figures or {}).items())
-    body = (f"<section class=\"agreement\"><h2>{e(title)}</h2>{head}"
-            f"<table><tr><th>metric</th><th>value [interval]</th></tr>{rows}</table>{cm_html}{imgs}</section>")
-    if not standalone:
-        return body
-    return ("<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>" + e(title) + "</title>"
-            "<style>body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse;"
-            "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px}figure{display:inline-block}</style>"
-            f"</head><body>{body}</body></html>")
+    head = {k: report.get(k) for k in ("threshold", "success_if", "n", "n_pos", "n_neg")}
+    head.update(note=note, conf=f"{100 * float((report.get('bootstrap') or {}).get('confidence', 0.95)):g}%")
+    return template_environment().get_template("agreement.html.j2").render(
+        title=title, head=head, standalone=standalone, cm=metrics.get("confusion_matrix") or None,
+        metrics=[(k, _fmt(metrics[k])) for k in ("auc", "balanced_accuracy", "kappa", "tpr", "fpr", "f1", "accuracy")
+                 if k in metrics],
+        figures=[(name, "data:image/png;base64," + base64.b64encode(figure_png(fig)).decode("ascii"))
+                 for name, fig in (figures or {}).items()])

@@ -27,99 +27,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
+from PIL import Image, ImageOps
+
+from .imageops import ImageLoadError, check_image_file, to_tensor
+from .types import EditSample
 
 __all__ = ["load_image", "ImageLoadError", "stack_images", "MAX_PIXELS",
            "load_manifest", "Manifest", "ManifestRow", "RowProblem", "ManifestError", "MANIFEST_COLUMNS",
-           "IMAGE_SUFFIXES", "image_size"]
+           "IMAGE_SUFFIXES", "image_size", "manifest_from_records", "read_table", "Table", "TableRow",
+           "display_text"]
 
 #: Images with more pixels than this are refused by default (decompression-bomb guard);
 #: pass ``max_pixels=None`` to lift it.
 MAX_PIXELS = 16384 * 16384
-
-
-class ImageLoadError(ValueError):
-    """An input could not be turned into an RGB image; the message names it and the fix."""
-
-
-def _composite_over_white(arr: np.ndarray) -> np.ndarray:
-    """(H, W, 4) float in [0,1] -> (H, W, 3), alpha-composited over a white background."""
-    rgb, a = arr[..., :3], arr[..., 3:4]
-    return rgb * a + (1.0 - a)
-
-
-def _array_to_tensor(arr: np.ndarray, name: str) -> torch.Tensor:
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        arr = arr.astype(np.float32) / 65535.0
-    elif arr.dtype in (np.int32, np.int64) and arr.size and arr.max() > 255:
-        arr = arr.astype(np.float32) / 65535.0
-    elif arr.dtype == bool:
-        arr = arr.astype(np.float32)
-    elif np.issubdtype(arr.dtype, np.integer):
-        arr = arr.astype(np.float32) / 255.0
-    else:
-        arr = arr.astype(np.float32)
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3:
-        raise ImageLoadError(f"{name}: expected an image with 2 or 3 dimensions, got shape {arr.shape}")
-    # channels-first if the first axis looks like channels and the last does not
-    if arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
-        arr = np.moveaxis(arr, 0, -1)
-    c = arr.shape[-1]
-    if c == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    elif c == 2:  # gray + alpha
-        arr = _composite_over_white(np.concatenate([np.repeat(arr[..., :1], 3, -1), arr[..., 1:]], -1))
-    elif c == 4:
-        arr = _composite_over_white(arr)
-    elif c != 3:
-        raise ImageLoadError(f"{name}: expected 1, 3 or 4 channels, got {c} (shape {arr.shape})")
-    if not np.isfinite(arr).all():
-        raise ImageLoadError(f"{name}: image contains NaN or infinite values")
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < -1e-3 or hi > 1 + 1e-3:
-        raise ImageLoadError(
-            f"{name}: float image values must lie in [0, 1], got range [{lo:.3g}, {hi:.3g}]; "
-            "divide uint8-range floats by 255 (or pass a uint8 array)"
-        )
-    arr = np.clip(arr, 0.0, 1.0)
-    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(arr, -1, 0)))
-
-
-def _pil_to_array(img: Any) -> np.ndarray:
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(img, dtype=np.uint16)
-    if mode == "I":
-        arr = np.asarray(img)
-        return arr.astype(np.uint16) if arr.max() > 255 else arr.astype(np.uint8)
-    if mode == "F":
-        return np.asarray(img, dtype=np.float32)
-    if mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
-        img = img.convert("RGB")
-    elif mode == "PA":
-        img = img.convert("RGBA")
-    return np.asarray(img)
-
-
-def check_image_file(path: Any) -> Path:
-    """``path`` as a Path when it names an existing, non-empty file; else :class:`ImageLoadError`
-    saying what is wrong and what to do."""
-    p = Path(path)
-    if not p.exists():
-        raise ImageLoadError(f"{p}: file not found; check the path (relative paths in a "
-                             "manifest resolve against the manifest's folder)")
-    if p.is_dir():
-        raise ImageLoadError(f"{p}: is a folder, expected an image file")
-    if p.stat().st_size == 0:
-        raise ImageLoadError(f"{p}: file is empty (0 bytes); re-export the image")
-    return p
 
 
 def load_image(
@@ -136,46 +57,29 @@ def load_image(
             range, more than ``max_pixels`` pixels, or a side shorter than ``min_size``.
     """
     label = name or (str(img) if isinstance(img, (str, Path)) else type(img).__name__)
-    if isinstance(img, torch.Tensor):
-        t = img.detach().cpu()
-        if t.ndim == 4 and t.shape[0] == 1:
-            t = t[0]
-        out = _array_to_tensor(t.numpy() if t.dtype != torch.bfloat16 else t.float().numpy(), label)
-    elif isinstance(img, np.ndarray):
-        out = _array_to_tensor(img, label)
+    if isinstance(img, (str, Path)):
+        p = check_image_file(img)
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            with Image.open(p) as im:
+                if max_pixels is not None and im.size[0] * im.size[1] > max_pixels:
+                    raise ImageLoadError(
+                        f"{p}: {im.size[0]}x{im.size[1]} pixels exceeds the limit of {max_pixels}; "
+                        "downscale it, or raise the limit (command line: --max-pixels N, or 0 for none; "
+                        "Python: max_pixels=None)"
+                    )
+                im.load()
+                out = to_tensor(ImageOps.exif_transpose(im), name=label)
+        except ImageLoadError:
+            raise
+        except Exception as e:  # PIL raises many types for bad files
+            raise ImageLoadError(f"{p}: cannot read image ({type(e).__name__}: {e}); the file "
+                                 "may be truncated or not an image") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
     else:
-        from PIL import Image, ImageOps
-
-        if isinstance(img, (str, Path)):
-            p = check_image_file(img)
-            saved = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = None
-            try:
-                with Image.open(p) as im:
-                    if max_pixels is not None and im.size[0] * im.size[1] > max_pixels:
-                        raise ImageLoadError(
-                            f"{p}: {im.size[0]}x{im.size[1]} pixels exceeds the limit of {max_pixels}; "
-                            "downscale it, or raise the limit (command line: --max-pixels N, or 0 for none; "
-                            "Python: max_pixels=None)"
-                        )
-                    im.load()
-                    im = ImageOps.exif_transpose(im)
-                    arr = _pil_to_array(im)
-            except ImageLoadError:
-                raise
-            except Exception as e:  # PIL raises many types for bad files
-                raise ImageLoadError(f"{p}: cannot read image ({type(e).__name__}: {e}); the file "
-                                     "may be truncated or not an image") from None
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
-            out = _array_to_tensor(arr, label)
-        elif hasattr(img, "mode") and hasattr(img, "size"):
-            out = _array_to_tensor(_pil_to_array(img), label)
-        else:
-            raise ImageLoadError(
-                f"{label}: unsupported image type {type(img).__name__}; pass a path, a PIL image, a "
-                "numpy array or a torch tensor"
-            )
+        out = to_tensor(img, name=label)
     h, w = out.shape[-2:]
     if max_pixels is not None and h * w > max_pixels:
         raise ImageLoadError(f"{label}: {w}x{h} pixels exceeds the limit of {max_pixels}")
@@ -202,8 +106,6 @@ def stack_images(images: Sequence[torch.Tensor], *, size: Optional[Tuple[int, in
 
 def image_size(path: Union[str, Path]) -> Tuple[int, int]:
     """(width, height) from the file header, without decoding the pixels."""
-    from PIL import Image
-
     saved = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None
     try:
@@ -270,8 +172,6 @@ class ManifestRow:
 
     def to_sample(self, **images: Any):
         """An :class:`~isr_metric.types.EditSample` (images default to the paths)."""
-        from .types import EditSample
-
         meta = dict(self.meta)
         meta.setdefault("row", self.row)
         if self.item is not None:
@@ -341,36 +241,75 @@ def _resolve(root: Path, v: Optional[str]) -> Optional[str]:
     return str(p if p.is_absolute() else root / p)
 
 
-def _records_csv(text: str, delimiter: str) -> Tuple[List[str], List[Tuple[int, Dict[str, Any]]]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+@dataclass(frozen=True)
+class TableRow:
+    """One record of a table: ``index`` (1-based data row of a CSV, line of a JSONL file),
+    ``line`` (the physical line where it ends, for messages), its ``values`` by column, and the
+    fields a CSV row has beyond its header (``extra``)."""
+
+    index: int
+    line: int
+    values: Dict[str, Any]
+    extra: Tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Table:
+    """A CSV / TSV / JSONL file as records; ``problems`` lists the lines that could not be read
+    (invalid JSON, not an object)."""
+
+    path: str
+    format: str
+    columns: Tuple[str, ...]
+    rows: Tuple[TableRow, ...]
+    problems: Tuple[RowProblem, ...] = ()
+
+
+#: file suffix -> table format
+TABLE_FORMATS = {".csv": "csv", ".txt": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+def read_table(path: Union[str, Path], *, format: Optional[str] = None, strict_utf8: bool = False) -> Table:
+    """The one table reader (manifests, label files, prompt files, bench datasets): CSV / TSV with a
+    header, or JSON lines (one object per line; blank lines and ``#`` comments skipped). A UTF-8 BOM
+    is dropped; bytes that are not UTF-8 survive as lone surrogates (repaired or kept exact by the
+    caller) unless ``strict_utf8`` (then UnicodeDecodeError). Blank CSV rows are skipped.
+    ``format``: ``"csv"``, ``"tsv"`` or ``"jsonl"`` (default: from the suffix)."""
+    p = Path(path)
+    fmt = format or TABLE_FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{p}: unknown table type {p.suffix!r}; use .csv, .tsv or .jsonl")
+    data = p.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    text = data.decode("utf-8", "strict" if strict_utf8 else "surrogateescape")
+    rows: List[TableRow] = []
+    problems: List[RowProblem] = []
+    if fmt == "jsonl":
+        columns: Dict[str, None] = {}
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                problems.append(RowProblem(i, f"line is not valid JSON ({e.msg} at column {e.colno})"))
+                continue
+            if not isinstance(rec, dict):
+                problems.append(RowProblem(i, f"line holds a JSON {type(rec).__name__}, expected an object"))
+                continue
+            columns.update(dict.fromkeys(rec))
+            rows.append(TableRow(i, i, rec))
+        return Table(str(p), fmt, tuple(columns), tuple(rows), tuple(problems))
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if fmt == "tsv" else ",")
     header = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
-    out = []
     for i, rec in enumerate(reader, start=1):
         if rec is None or all((v is None or str(v).strip() == "") for v in rec.values()):
             continue  # blank line
-        extra = rec.pop(None, None)
-        if extra:
-            rec["_extra_fields"] = extra
-        out.append((i, rec))
-    return header, out
-
-
-def _records_jsonl(text: str, problems: List[RowProblem]) -> List[Tuple[int, Dict[str, Any]]]:
-    out = []
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            problems.append(RowProblem(i, f"line is not valid JSON ({e.msg} at column {e.colno})"))
-            continue
-        if not isinstance(rec, dict):
-            problems.append(RowProblem(i, f"line holds a JSON {type(rec).__name__}, expected an object"))
-            continue
-        out.append((i, rec))
-    return out
+        extra = rec.pop(None, None) or ()
+        rows.append(TableRow(i, reader.line_num, rec, tuple(extra)))
+    return Table(str(p), fmt, tuple(header), tuple(rows), tuple(problems))
 
 
 def _build_rows(records: Sequence[Tuple[int, Dict[str, Any]]], root: Path, problems: List[RowProblem],
@@ -446,8 +385,8 @@ def _folder_records(root: Path, problems: List[RowProblem]) -> List[Tuple[int, D
                             "docs/evaluation.md), or pass a .csv / .jsonl manifest")
     prompts: Dict[str, Dict[str, Any]] = {}
     if (root / "prompts.csv").is_file():
-        _, recs = _records_csv(_read_text(root / "prompts.csv"), ",")
-        for _, rec in recs:
+        for r in read_table(root / "prompts.csv").rows:
+            rec = r.values
             stem = rec.get("key") or rec.get("stem") or rec.get("name")
             if stem:
                 prompts[str(stem).strip()] = rec
@@ -488,6 +427,17 @@ def _folder_records(root: Path, problems: List[RowProblem]) -> List[Tuple[int, D
     return out
 
 
+def manifest_from_records(records: Sequence[Mapping[str, Any]], *, root: Union[str, Path],
+                          path: Union[str, Path, None] = None) -> Manifest:
+    """A :class:`Manifest` from in-memory rows (dicts with the manifest columns, values as a CSV
+    would hold them), built exactly as :func:`load_manifest` builds the rows of a file; relative
+    paths resolve against ``root``. Rows are numbered from 1 as in a CSV."""
+    problems: List[RowProblem] = []
+    rows = _build_rows([(i, dict(r)) for i, r in enumerate(records, start=1)], Path(root), problems, "row")
+    return Manifest(path=str(path if path is not None else root), root=str(root), rows=tuple(rows),
+                    problems=tuple(problems), format="csv")
+
+
 def load_manifest(path: Union[str, Path]) -> Manifest:
     """Read a manifest: ``.csv`` / ``.tsv``, ``.jsonl`` / ``.ndjson``, or a folder (convention).
 
@@ -511,20 +461,19 @@ def load_manifest(path: Union[str, Path]) -> Manifest:
         where = "file"
     else:
         root = p.resolve().parent
-        suffix = p.suffix.lower()
-        text = _read_text(p)
-        if suffix in (".jsonl", ".ndjson", ".json"):
-            records = _records_jsonl(text, problems)
-            fmt, where = "jsonl", "line"
-        elif suffix in (".csv", ".tsv", ".txt"):
-            header, records = _records_csv(text, "\t" if suffix == ".tsv" else ",")
+        if p.suffix.lower() not in TABLE_FORMATS:
+            raise ManifestError(f"{p}: unknown manifest type {p.suffix.lower()!r}; use .csv, .tsv, .jsonl or a folder")
+        table = read_table(p)
+        problems = list(table.problems)
+        records = [(r.index, {**r.values, "_extra_fields": list(r.extra)} if r.extra else r.values)
+                   for r in table.rows]
+        fmt, where = ("jsonl", "line") if table.format == "jsonl" else ("csv", "row")
+        if fmt == "csv":
+            header = list(table.columns)
             if "edited" not in header:
                 raise ManifestError(f"{p}: CSV header {header} has no 'edited' column; a manifest needs "
                                     "at least 'edited' and 'prompt' columns")
             if "prompt" not in header:
                 raise ManifestError(f"{p}: CSV header {header} has no 'prompt' column")
-            fmt, where = "csv", "row"
-        else:
-            raise ManifestError(f"{p}: unknown manifest type {suffix!r}; use .csv, .tsv, .jsonl or a folder")
     rows = _build_rows(records, root, problems, where)
     return Manifest(path=str(p), root=str(root), rows=tuple(rows), problems=tuple(problems), format=fmt)

@@ -23,11 +23,17 @@ the demo falls back to a PIQE relative judge built directly on pyiqa.
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from .data import load_image
+from .imageops import jpeg, write_png
+from .judges.base import CallableJudge
+from .registry import MissingExtraError, create_judge, get_spec
 
 __all__ = ["DEMO_JUDGES", "DEMO_PHOTOS", "EDITS", "ARTIFACTS", "build_demo_set", "demo_judges",
            "piqe_relative_judge"]
@@ -71,7 +77,6 @@ def _photo(name: str, size: int) -> np.ndarray:
     h, w = img.shape[:2]
     s = min(h, w)
     img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
-    from PIL import Image
 
     return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.LANCZOS),
                       dtype=np.float32) / 255.0
@@ -88,16 +93,10 @@ def _artifact(y: np.ndarray, kind: str, strength: float, seed: int) -> np.ndarra
     if kind == "noise":
         return np.clip(y + rng.normal(0, strength, y.shape), 0, 1)
     if kind == "blur":
-        from PIL import Image, ImageFilter
-
         im = Image.fromarray((y * 255).round().astype(np.uint8)).filter(ImageFilter.GaussianBlur(strength))
         return np.asarray(im, np.float32) / 255.0
     if kind == "jpeg":
-        from PIL import Image
-
-        buf = io.BytesIO()
-        Image.fromarray((y * 255).round().astype(np.uint8)).save(buf, format="JPEG", quality=int(strength))
-        return np.asarray(Image.open(buf).convert("RGB"), np.float32) / 255.0
+        return jpeg(y, int(strength))
     if kind == "stripes":
         h, w = y.shape[:2]
         yy, xx = np.mgrid[0:h, 0:w]
@@ -107,10 +106,7 @@ def _artifact(y: np.ndarray, kind: str, strength: float, seed: int) -> np.ndarra
 
 
 def _save(arr: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((np.clip(arr, 0, 1) * 255).round().astype(np.uint8)).save(path)
+    write_png(arr, path)
 
 
 def build_demo_set(out_dir, *, size: int = 160, photos: Sequence[str] = DEMO_PHOTOS, seed: int = 0) -> Path:
@@ -152,21 +148,13 @@ def build_demo_set(out_dir, *, size: int = 160, photos: Sequence[str] = DEMO_PHO
 def piqe_relative_judge(*, margin: float = 5.0, device: str = "cpu", name: str = "demo:piqe_relative"):
     """A PIQE judge built directly on pyiqa (no weights): score = PIQE(y') - PIQE(y), lower is
     better, success (degraded) when the edit is worse than the reference by more than ``margin``."""
-    import torch
-
-    from .judges.base import CallableJudge
-
     try:
         import pyiqa
     except ImportError as e:
-        from .registry import MissingExtraError
-
         raise MissingExtraError("the demo needs pyiqa for its offline judges: pip install 'isr-metric[iqa]'") from e
     metric = pyiqa.create_metric("piqe", device=device)
 
     def fn(samples):
-        from .data import load_image
-
         out = []
         with torch.no_grad():
             for s in samples:
@@ -183,8 +171,6 @@ def piqe_relative_judge(*, margin: float = 5.0, device: str = "cpu", name: str =
 
 def demo_judges(*, device: Optional[str] = None, with_clip: bool = False, log=print) -> List[Any]:
     """Create the :data:`DEMO_JUDGES` present in the registry (plus CLIP when asked and possible)."""
-    from .registry import create_judge, get_spec
-
     judges = []
     for name, opts in DEMO_JUDGES.items():
         try:

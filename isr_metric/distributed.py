@@ -27,6 +27,7 @@ returns them (then decides, writes reports). Other processes get None.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import socket
 import time
@@ -194,8 +195,6 @@ def _merge_leftovers(cache: ScoreCache, files: Iterable[Path], started: float) -
 
 
 def _fingerprint(samples: Sequence[EditSample]) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for s in samples:
         h.update(repr((s.resolved_key(), str(s.edited) if isinstance(s.edited, (str, os.PathLike)) else None))

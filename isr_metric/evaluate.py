@@ -1,35 +1,45 @@
 """The evaluation pipeline behind ``isr evaluate``: manifest -> samples -> scores -> verdicts -> report.
 
-Per batch of manifest rows:
+One way, in four public stages (each a function of the previous stage's output, so a caller can
+run them on part of the rows -- one process of several -- and join the results):
 
-1. **samples**: cheap checks (files exist and are not empty, prompt / source / reference present
-   where a judge needs them);
-2. **scores**: one :class:`~isr_metric.scoring.ScoringRun` over every judge and legacy metric
-   plans the batch's score requests (content hashes of the files, no decoding; requests shared by
-   several rows or by judges of one identity are one request) and looks them up in the cache;
-   only rows with a miss are decoded (truncated / unreadable / too large images are recorded as
+1. :func:`check_rows` (**samples**): cheap checks of manifest rows, nothing decoded (files exist
+   and are not empty; prompt / source / reference present where a judge needs them);
+2. :func:`score_batch` (**scores**): one :class:`~isr_metric.scoring.ScoringRun` over every judge
+   and legacy metric plans the batch's score requests (content hashes of the files; requests
+   shared by several rows or by judges of one identity are one request) and looks them up in the
+   cache; only rows with a miss are decoded (truncated / unreadable / too large images are
    failures; so is a size mismatch when a judge needs same-size pairs), each image once; the
    misses are computed and appended to the cache (one fsync per scorer batch);
-3. **verdicts**: every judge decides from its raw values (cached or fresh): mode, threshold,
-   margin and card cost nothing;
-4. **report**: the ISR aggregator combines the verdicts.
+3. :func:`decide_batch` (**verdicts**): every judge decides from its raw values (cached or fresh):
+   mode, threshold, margin and card cost nothing; legacy metrics give their values;
+4. :func:`build_report` (**report**): the composition (:mod:`isr_metric.compose`) combines the
+   verdicts into an :class:`~isr_metric.types.ISRReport` with typed legacy and run fields.
 
-Bad rows never stop a run: they are recorded with their reason in ``report.failures``.
+:func:`evaluate` runs the four stages batch by batch. Bad rows never stop a run: they are
+recorded with their reason in ``report.failures``. Files are written by :mod:`isr_metric.report`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
-from .cache import ScoreCache
-from .data import ImageLoadError, Manifest, ManifestRow, display_text, load_image, load_manifest
-from .isr import ISR
-from .scoring import ScoringRun
-from .types import ISRReport
+from tqdm.auto import tqdm
 
-__all__ = ["evaluate", "Evaluation", "judge_needs", "DEFAULT_MAX_PIXELS"]
+from .cache import ScoreCache
+from .compose import Composition, GroupWise
+from .data import ImageLoadError, Manifest, ManifestRow, display_text, load_image, load_manifest
+from .judges.base import Judge
+from .legacy import LegacyMetric, agreement_table
+from .rules import join_by_judge, judge_summary, report_from_samples, report_rule, sample_info, sample_verdicts
+from .scoring import SampleScores, ScoringRun
+from .types import CacheStats, EditSample, ISRReport, LegacySummary, RunInfo, Verdict
+
+__all__ = ["evaluate", "Evaluation", "judge_needs", "DEFAULT_MAX_PIXELS", "check_rows", "score_batch",
+           "decide_batch", "build_report", "ScoredBatch", "DecidedBatch", "manifest_failures"]
 
 #: ``isr evaluate`` refuses images larger than this (25 MP) unless told otherwise.
 DEFAULT_MAX_PIXELS = 25_000_000
@@ -48,11 +58,7 @@ def judge_needs(judge: Any) -> Set[str]:
     out: Set[str] = set()
     if getattr(judge, "kind", None) == "semantic":
         out.add("prompt")
-    mode = None
-    try:
-        mode = judge.describe().get("mode")
-    except Exception:
-        mode = getattr(judge, "mode", None)
+    mode = getattr(judge, "mode", None)
     if mode == "relative_reference":
         out.add("reference")
     elif mode in ("relative_source", "directional"):
@@ -78,7 +84,22 @@ class Evaluation:
         return self.report.n == 0
 
 
-def _static_check(row: ManifestRow, needs: Set[str]) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+# ---------------------------------------------------------------------------------------------
+# stage 1: samples
+# ---------------------------------------------------------------------------------------------
+
+def _failure(row: ManifestRow, reason: str, column: Optional[str] = None, path: Optional[str] = None) -> Dict[str, Any]:
+    return {"key": display_text(row.key), "row": row.row, "reason": display_text(reason),
+            "column": column, "path": display_text(path), "method": display_text(row.method)}
+
+
+def manifest_failures(manifest: Manifest) -> List[Dict[str, Any]]:
+    """The manifest's unreadable rows as report failures."""
+    return [{"key": display_text(p.key), "row": p.row, "reason": display_text(p.reason), "column": p.column,
+             "path": display_text(p.path), "method": None} for p in manifest.problems]
+
+
+def _static_problem(row: ManifestRow, needs: Set[str]) -> Tuple[Optional[str], Optional[str], Optional[str]]:
     """(reason, column, path) when the row cannot be judged before decoding anything."""
     if "prompt" in needs and not (row.prompt or "").strip() and not (row.target_caption or "").strip():
         return "empty prompt (semantic judges compare the edit with it)", "prompt", None
@@ -102,9 +123,136 @@ def _static_check(row: ManifestRow, needs: Set[str]) -> Tuple[Optional[str], Opt
     return None, None, None
 
 
-def _failure(row: ManifestRow, reason: str, column: Optional[str] = None, path: Optional[str] = None) -> Dict[str, Any]:
-    return {"key": display_text(row.key), "row": row.row, "reason": display_text(reason),
-            "column": column, "path": display_text(path), "method": display_text(row.method)}
+def check_rows(rows: Sequence[ManifestRow], needs: Set[str]) -> Tuple[List[ManifestRow], List[Dict[str, Any]]]:
+    """Stage 1: the rows that can be judged, and a failure record for each one that cannot
+    (decided from the file system and the row's fields only)."""
+    ok: List[ManifestRow] = []
+    failures: List[Dict[str, Any]] = []
+    for row in rows:
+        reason, col, path = _static_problem(row, needs)
+        if reason is None:
+            ok.append(row)
+        else:
+            failures.append(_failure(row, reason, col, path))
+    return ok, failures
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 2: scores
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class ScoredBatch:
+    """The outcome of :func:`score_batch`: the rows that were scored (``rows`` / ``samples``,
+    aligned), per scorer per row its :class:`~isr_metric.scoring.SampleScores` (``results``,
+    scorers in the run's order), which rows came entirely from the cache, and the rows rejected
+    while decoding (``failures``)."""
+
+    rows: List[ManifestRow]
+    samples: List[EditSample]
+    results: List[List[SampleScores]]
+    cached: List[bool]
+    failures: List[Dict[str, Any]]
+
+
+def score_batch(run: ScoringRun, rows: Sequence[ManifestRow], *, needs: Set[str] = frozenset(),
+                max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> ScoredBatch:
+    """Stage 2: score one batch of checked rows with every scorer of ``run`` (see module doc)."""
+    rows = list(rows)
+    samples = [r.to_sample() for r in rows]
+    plan = run.plan(samples)
+    bad: Set[int] = set()
+    failures: List[Dict[str, Any]] = []
+    for i in sorted(plan.rows_with_misses()):
+        row, imgs = rows[i], {}
+        try:
+            for role in ("edited", "source", "reference"):
+                p = getattr(row, role)
+                if p is not None:
+                    imgs[role] = load_image(p, name=f"{role} image {display_text(p)}", max_pixels=max_pixels)
+        except ImageLoadError as e:
+            failures.append(_failure(row, str(e), role, getattr(row, role)))
+            bad.add(i)
+            continue
+        for role in ("reference", "source"):
+            if f"{role}_same_size" in needs and role in imgs and imgs[role].shape != imgs["edited"].shape:
+                failures.append(_failure(
+                    row, f"edited is {tuple(imgs['edited'].shape[-2:])} but {role} is "
+                         f"{tuple(imgs[role].shape[-2:])} (H, W); a judge compares them pixel by pixel",
+                    role, getattr(row, role)))
+                bad.add(i)
+                break
+        else:
+            for role, x in imgs.items():  # each image decoded once for every scorer
+                run.preload(getattr(row, role), x)
+    results = run.compute(plan, skip=bad)
+    run.release_images()
+    keep = [i for i in range(len(rows)) if i not in bad]
+    return ScoredBatch(rows=[rows[i] for i in keep], samples=[samples[i] for i in keep],
+                       results=[[per[i] for i in keep] for per in results],
+                       cached=[plan.row_is_cached(i) for i in keep], failures=failures)
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 3: verdicts
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class DecidedBatch:
+    """The outcome of :func:`decide_batch`: one :class:`~isr_metric.types.Verdict` per judge and,
+    per sample key, the provenance fields of its :class:`~isr_metric.types.SampleVerdict` (legacy
+    values and row warnings included)."""
+
+    verdicts: List[Verdict]
+    info: Dict[str, Dict[str, Any]]
+    n_cached: int = 0
+
+
+def decide_batch(judges: Sequence[Judge], legacy: Sequence[LegacyMetric], batch: ScoredBatch) -> DecidedBatch:
+    """Stage 3: verdicts of every judge and values of every legacy metric on a scored batch;
+    ``batch.results`` holds the judges first, then the legacy metrics (the run's order)."""
+    verdicts = [j.decide_scores(batch.samples, batch.results[ji]) for ji, j in enumerate(judges)]
+    info: Dict[str, Dict[str, Any]] = {}
+    for i, (row, sample) in enumerate(zip(batch.rows, batch.samples)):
+        values: Dict[str, Optional[float]] = {}
+        reasons: Dict[str, str] = {}
+        for li, lm in enumerate(legacy):
+            v, why = lm.combine(batch.results[len(judges) + li][i])
+            values[lm.name] = None if math.isnan(v) else v
+            if why:
+                reasons[lm.name] = why
+        info[row.key] = sample_info(sample, legacy=values, legacy_reasons=reasons, warnings=tuple(row.warnings))
+    return DecidedBatch(verdicts=verdicts, info=info, n_cached=sum(batch.cached))
+
+
+# ---------------------------------------------------------------------------------------------
+# stage 4: report
+# ---------------------------------------------------------------------------------------------
+
+def build_report(decided: Sequence[DecidedBatch], *, judges: Sequence[Judge], legacy: Sequence[LegacyMetric] = (),
+                 composition: Composition, failures: Sequence[Mapping[str, Any]] = (),
+                 run: Optional[RunInfo] = None, confidence: float = 0.95, n_boot: int = 2000,
+                 seed: int = 0) -> ISRReport:
+    """Stage 4: the report of the decided batches (in order). ``run.warnings`` is filled from the
+    rows' warnings."""
+    verdicts = [v for b in decided for v in b.verdicts]
+    info = {k: v for b in decided for k, v in b.info.items()}
+    desc = {j.name: j.describe() for j in judges}
+    if verdicts:
+        per_sample = sample_verdicts(verdicts, composition, info=info,
+                                     semantic_names=[j.name for j in judges if j.kind == "semantic"],
+                                     perceptual_names=[j.name for j in judges if j.kind == "perceptual"])
+        summaries = [judge_summary(v, desc.get(v.judge)) for v in join_by_judge(verdicts)]
+    else:
+        per_sample = []
+        summaries = [dict(desc[j.name], name=j.name, kind=j.kind) for j in judges]
+    metrics = tuple(lm.info() for lm in legacy)
+    summary = LegacySummary(metrics=metrics, agreement=tuple(agreement_table(per_sample, metrics)))
+    if run is not None:
+        run = dataclasses.replace(run, warnings=tuple({"key": display_text(s.key), "row": s.row, "warning": w}
+                                                      for s in per_sample for w in s.warnings))
+    return report_from_samples(per_sample, judges=summaries, rule=report_rule(composition), confidence=confidence,
+                               n_boot=n_boot, seed=seed, failures=failures, legacy=summary, run=run)
 
 
 def _chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
@@ -120,9 +268,10 @@ def evaluate(
     semantic_rule: Union[str, int, None] = None,
     perceptual_rule: Union[str, int, None] = None,
     abstain: str = "strict",
+    composition: Optional[Composition] = None,
     cache: Optional[ScoreCache] = None,
     batch_size: int = 16,
-    legacy: Sequence[Any] = (),
+    legacy: Sequence[LegacyMetric] = (),
     max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
     confidence: float = 0.95,
     n_boot: int = 2000,
@@ -134,9 +283,12 @@ def evaluate(
     :func:`~isr_metric.registry.create_judge`) and return the :class:`Evaluation`.
 
     Args:
+        rule, semantic_rule, perceptual_rule, abstain: the group-wise rule
+            (:class:`~isr_metric.compose.GroupWise`), unless ``composition`` gives another
+            (:class:`~isr_metric.compose.PerJudge`, ...).
         cache: a :class:`~isr_metric.cache.ScoreCache` (None: an in-memory one for this call).
         legacy: :class:`~isr_metric.legacy.LegacyMetric` objects computed beside ISR (their values
-            land in each sample's ``meta["legacy"]`` and the agreement table in ``report.meta``).
+            land in each sample's ``legacy`` and the agreement table in ``report.legacy``).
         max_pixels: larger images are recorded as failures ("very large image").
         on_batch: called with the number of rows processed after each batch (progress hooks).
     """
@@ -145,170 +297,43 @@ def evaluate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not judges:
         raise ValueError("evaluate() needs at least one judge")
-    from .judges.base import Judge
-
     for j in judges:
         if not isinstance(j, Judge):
             raise TypeError(f"evaluate() needs Judge objects (create_judge(...)), got {type(j).__name__}; wrap a "
                             "function with create_judge('callable', fn=..., kind=..., higher_is_better=...)")
         j.check_ready()  # no threshold, ...: fail before any image is scored
     judges, legacy = list(judges), list(legacy)
-    metric = ISR(semantic=[j for j in judges if j.kind == "semantic"],
-                 perceptual=[j for j in judges if j.kind == "perceptual"],
-                 rule=rule, semantic_rule=semantic_rule, perceptual_rule=perceptual_rule,
-                 abstain=abstain, confidence=confidence, n_boot=n_boot, seed=seed)
+    if composition is None:
+        composition = GroupWise(semantic_rule if semantic_rule is not None else rule,
+                                perceptual_rule if perceptual_rule is not None else rule, abstain)
+    composition.check({j.name: j.kind for j in judges})  # e.g. judges of kind 'either' need the per-judge form
     run = ScoringRun([*judges, *legacy], cache=cache if cache is not None else ScoreCache.in_memory())
     needs: Set[str] = set().union(*(judge_needs(j) for j in judges))
-    failures: List[Dict[str, Any]] = [
-        {"key": display_text(p.key), "row": p.row, "reason": display_text(p.reason), "column": p.column,
-         "path": display_text(p.path), "method": None} for p in m.problems]
-    warnings: List[Dict[str, Any]] = []
-    n_cached_rows = 0
-    n_judged_rows = 0
-
+    failures = manifest_failures(m)
+    decided: List[DecidedBatch] = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(m.rows), desc="isr evaluate", unit="edit")
-    for batch in _chunks(m.rows, batch_size):
-        # 1. samples: cheap checks, nothing decoded
-        rows: List[ManifestRow] = []
-        for row in batch:
-            reason, col, path = _static_check(row, needs)
-            if reason is not None:
-                failures.append(_failure(row, reason, col, path))
-            else:
-                rows.append(row)
-        samples = [r.to_sample() for r in rows]
-        # 2. scores: plan (content hashes + cache lookups), decode rows with a miss, compute
-        plan = run.plan(samples)
-        bad: Set[int] = set()
-        for i in sorted(plan.rows_with_misses()):
-            row, imgs = rows[i], {}
-            try:
-                for role in ("edited", "source", "reference"):
-                    p = getattr(row, role)
-                    if p is not None:
-                        imgs[role] = load_image(p, name=f"{role} image {display_text(p)}", max_pixels=max_pixels)
-            except ImageLoadError as e:
-                failures.append(_failure(row, str(e), role, getattr(row, role)))
-                bad.add(i)
-                continue
-            for role in ("reference", "source"):
-                if f"{role}_same_size" in needs and role in imgs and imgs[role].shape != imgs["edited"].shape:
-                    failures.append(_failure(
-                        row, f"edited is {tuple(imgs['edited'].shape[-2:])} but {role} is "
-                             f"{tuple(imgs[role].shape[-2:])} (H, W); a judge compares them pixel by pixel",
-                        role, getattr(row, role)))
-                    bad.add(i)
-                    break
-            else:
-                for role, x in imgs.items():  # each image decoded once for every scorer
-                    run.preload(getattr(row, role), x)
-        results = run.compute(plan, skip=bad)
-        run.release_images()
-        keep = [i for i in range(len(rows)) if i not in bad]
-        if not keep:
-            if bar is not None:
-                bar.update(len(batch))
-            continue
-        samples_k = [samples[i] for i in keep]
-        # 3. verdicts: decisions from raw values
-        verdicts = [j.decide_scores(samples_k, [results[ji][i] for i in keep]) for ji, j in enumerate(judges)]
-        n_cached_rows += sum(1 for i in keep if plan.row_is_cached(i))
-        n_judged_rows += len(keep)
-        legacy_vals: List[Dict[str, Optional[float]]] = [dict() for _ in keep]
-        legacy_why: List[Dict[str, str]] = [dict() for _ in keep]
-        for li, lm in enumerate(legacy):
-            for j, i in enumerate(keep):
-                v, r = lm.combine(results[len(judges) + li][i])
-                legacy_vals[j][lm.name] = None if math.isnan(v) else v
-                if r:
-                    legacy_why[j][lm.name] = r
-        info = {}
-        for j, i in enumerate(keep):
-            row = rows[i]
-            meta: Dict[str, Any] = {k: display_text(v) for k, v in dict(row.meta).items()}
-            meta.update(row=row.row, item=display_text(row.item), seed=row.seed,
-                        edited=display_text(row.edited), source=display_text(row.source),
-                        reference=display_text(row.reference))
-            if legacy:
-                meta["legacy"] = legacy_vals[j]
-                if legacy_why[j]:
-                    meta["legacy_reasons"] = legacy_why[j]
-            if row.warnings:
-                meta["warnings"] = list(row.warnings)
-                warnings += [{"key": display_text(row.key), "row": row.row, "warning": w} for w in row.warnings]
-            info[row.key] = {"cluster": display_text(samples[i].resolved_cluster()),
-                             "method": display_text(row.method), "prompt": display_text(row.prompt),
-                             "meta": meta}
-        metric.update(verdicts=verdicts, info=info)
+    for rows in _chunks(m.rows, batch_size):
+        ok, bad = check_rows(rows, needs)
+        scored = score_batch(run, ok, needs=needs, max_pixels=max_pixels)
+        failures += bad + scored.failures
+        if scored.rows:
+            decided.append(decide_batch(judges, legacy, scored))
         if bar is not None:
-            bar.update(len(batch))
+            bar.update(len(rows))
         if on_batch is not None:
-            on_batch(len(batch))
+            on_batch(len(rows))
     if bar is not None:
         bar.close()
-    # 4. report
-    for f in failures:
-        metric.add_failure(**{k: v for k, v in f.items()})
-    if metric._verdicts:
-        report = metric.compute()
-    else:
-        from .isr import report_from_samples
-
-        report = report_from_samples(
-            [], judges=[dict(j.describe(), name=j.name, kind=j.kind) for j in judges],
-            rule={"semantic": metric.semantic_rule, "perceptual": metric.perceptual_rule,
-                  "between": "or", "abstain": abstain}, confidence=confidence, failures=failures)
-    from .legacy import agreement_table
-
-    legacy_meta = [{"metric": lm.name, "threshold": lm.dissimilar_threshold,
-                    "higher_is_similar": lm.higher_is_similar, "description": lm.describe()} for lm in legacy]
     model_calls = {j.name: run.calls[ji] for ji, j in enumerate(judges)}
-    legacy_calls = sum(run.calls[len(judges):])
-    meta = dict(report.meta)
-    meta.update({
-        "manifest": display_text(m.path), "manifest_format": m.format, "n_rows": len(m.rows) + len(m.problems),
-        "warnings": warnings, "seed": seed, "batch_size": batch_size, "max_pixels": max_pixels,
-        "cache": {"path": str(run.cache.path) if run.cache.path is not None else None,
-                  "rows_from_cache": n_cached_rows, "model_calls": model_calls,
-                  "legacy_calls": legacy_calls},
-        "legacy": {"metrics": legacy_meta, "agreement": agreement_table(report.per_sample, legacy_meta)},
-    })
-    from ._version import __version__
-
-    meta["package_version"] = __version__
-    import dataclasses
-
-    report = dataclasses.replace(report, meta=meta)
-    return Evaluation(report=report, n_rows=len(m.rows) + len(m.problems), n_judged_rows=n_judged_rows,
-                      n_cached_rows=n_cached_rows, model_calls=model_calls,
-                      cache_path=str(run.cache.path) if run.cache.path is not None else None)
-
-
-def write_outputs(report: ISRReport, out_dir: Union[str, os.PathLike], *, title: str = "ISR report",
-                  max_thumbnails: int = 200) -> Dict[str, str]:
-    """Write ``report.json``, ``per_sample.csv``, ``failures.csv`` and ``report.html`` into
-    ``out_dir``; returns their paths. Files are written to a temporary name and renamed, so a
-    crash never leaves a half-written report."""
-    from pathlib import Path
-
-    from .report import failures_csv, per_sample_csv, render_html
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    texts = {
-        "report.json": report.to_json(),
-        "per_sample.csv": per_sample_csv(report),
-        "failures.csv": failures_csv(report),
-        "report.html": render_html(report, title=title, max_thumbnails=max_thumbnails),
-    }
-    paths = {}
-    for name, text in texts.items():
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / name)
-        paths[name] = str(out / name)
-    return paths
+    n_cached = sum(b.n_cached for b in decided)
+    cache_path = str(run.cache.path) if run.cache.path is not None else None
+    info = RunInfo(manifest=display_text(m.path), manifest_format=m.format, n_rows=len(m.rows) + len(m.problems),
+                   seed=seed, batch_size=batch_size, max_pixels=max_pixels,
+                   cache=CacheStats(path=cache_path, rows_from_cache=n_cached, model_calls=model_calls,
+                                    legacy_calls=sum(run.calls[len(judges):])))
+    report = build_report(decided, judges=judges, legacy=legacy, composition=composition, failures=failures,
+                          run=info, confidence=confidence, n_boot=n_boot, seed=seed)
+    return Evaluation(report=report, n_rows=info.n_rows, n_judged_rows=sum(len(b.info) for b in decided),
+                      n_cached_rows=n_cached, model_calls=model_calls, cache_path=cache_path)

@@ -31,10 +31,11 @@ import inspect
 import json
 import math
 import os
-import threading
 import types
 from pathlib import Path
 from typing import Any, ClassVar, Dict, FrozenSet, List, Mapping, Optional, Tuple
+
+from .files import file_digest
 
 __all__ = [
     "Configurable",
@@ -68,81 +69,8 @@ class UnstableIdentity(TypeError):
 
 
 # ---------------------------------------------------------------------------------------------
-# content digests of files and folders (memoised by (path, size, mtime))
+# content digests of files and folders
 # ---------------------------------------------------------------------------------------------
-
-_DIGESTS: Dict[Tuple[str, int, int], str] = {}
-_DIGEST_LOCK = threading.Lock()
-_PERSISTED: Optional[Dict[Tuple[str, int, int], str]] = None
-#: files at least this large are remembered across processes (in the cache folder)
-_PERSIST_MIN_BYTES = 32 << 20
-
-
-def _persisted_path() -> Optional[Path]:
-    try:
-        from .cache import default_cache_dir
-
-        return default_cache_dir() / "file-digests-v1.jsonl"
-    except Exception:  # pragma: no cover - no usable home folder
-        return None
-
-
-def _load_persisted() -> Dict[Tuple[str, int, int], str]:
-    global _PERSISTED
-    if _PERSISTED is None:
-        _PERSISTED = {}
-        p = _persisted_path()
-        if p is not None and p.is_file():
-            with open(p, "rb") as fh:
-                for raw in fh:
-                    try:
-                        d = json.loads(raw)
-                        _PERSISTED[(d["p"], int(d["s"]), int(d["m"]))] = str(d["h"])
-                    except (ValueError, KeyError, TypeError):
-                        continue
-    return _PERSISTED
-
-
-def _persist(key: Tuple[str, int, int], digest: str) -> None:
-    p = _persisted_path()
-    if p is None:
-        return
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"p": key[0], "s": key[1], "m": key[2], "h": digest}) + "\n"
-        fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line.encode("utf-8"))
-        finally:
-            os.close(fd)
-    except OSError:  # a read-only home: just hash again next time
-        pass
-
-
-def file_digest(path: os.PathLike) -> str:
-    """SHA-256 of a file's bytes, memoised by (absolute path, size, mtime_ns); files of 32 MiB and
-    more are also remembered across processes in ``<cache dir>/file-digests-v1.jsonl``."""
-    ap = os.path.abspath(path)
-    st = os.stat(ap)
-    key = (ap, int(st.st_size), int(st.st_mtime_ns))
-    with _DIGEST_LOCK:
-        hit = _DIGESTS.get(key)
-        if hit is None and st.st_size >= _PERSIST_MIN_BYTES:
-            hit = _load_persisted().get(key)
-    if hit is not None:
-        return hit
-    h = hashlib.sha256()
-    with open(ap, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    digest = h.hexdigest()
-    with _DIGEST_LOCK:
-        _DIGESTS[key] = digest
-    if st.st_size >= _PERSIST_MIN_BYTES:
-        _load_persisted()[key] = digest
-        _persist(key, digest)
-    return digest
-
 
 def path_digest(path: os.PathLike) -> Dict[str, str]:
     """``{"file_sha256": ...}`` for a file, ``{"dir_sha256": ...}`` for a folder (relative path and

@@ -20,12 +20,15 @@ image) are **recorded with their line number and reason and skipped**; only stru
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .data import read_table
+from .scoring import score_samples
+from .types import EditSample
 
 __all__ = ["LabelError", "parse_label", "LabelTable", "read_label_table", "write_label_table",
            "row_sample", "score_rows", "parse_judge_options", "IMAGE_COLUMNS"]
@@ -96,26 +99,20 @@ class LabelTable:
                           list(self.skipped))
 
 
-def _read_text(path: Union[str, Path]) -> str:
-    p = Path(path)
-    if not p.exists():
-        raise LabelError(f"{p}: file not found")
-    try:
-        return p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise LabelError(f"{p}: not UTF-8 text ({e}); save the file as UTF-8 CSV") from None
-
-
 def read_label_table(path: Union[str, Path], *, label_column: str = "label",
                      score_column: Optional[str] = None, key_column: str = "key",
                      require_label: bool = True) -> LabelTable:
     """Read a label CSV (see the module doc). Bad rows are skipped and recorded."""
-    text = _read_text(path)
-    reader = csv.DictReader(io.StringIO(text))
-    columns = [c.strip() for c in (reader.fieldnames or [])]
+    p = Path(path)
+    if not p.exists():
+        raise LabelError(f"{p}: file not found")
+    try:
+        csv_table = read_table(p, format="csv", strict_utf8=True)
+    except UnicodeDecodeError as e:
+        raise LabelError(f"{p}: not UTF-8 text ({e}); save the file as UTF-8 CSV") from None
+    columns = list(csv_table.columns)
     if not columns:
         raise LabelError(f"{path}: empty file, expected a CSV header with a {label_column!r} column")
-    reader.fieldnames = columns
     if require_label and label_column not in columns:
         raise LabelError(f"{path}: no {label_column!r} column (columns: {', '.join(columns)}); name the "
                          "label column 'label' or pass label_column= / --label-column")
@@ -123,13 +120,13 @@ def read_label_table(path: Union[str, Path], *, label_column: str = "label",
         raise LabelError(f"{path}: no score column {score_column!r} (columns: {', '.join(columns)})")
     table = LabelTable(str(path), columns, [], [], [], [] if score_column else None, [])
     seen: Dict[str, int] = {}
-    for i, raw in enumerate(reader):
-        line = reader.line_num
-        row = {k: ("" if v is None else str(v)) for k, v in raw.items() if k is not None}
-        if None in raw:
+    for r in csv_table.rows:
+        line = r.line
+        row = {k: ("" if v is None else str(v)) for k, v in r.values.items()}
+        if r.extra:
             table.skipped.append({"line": line, "key": row.get(key_column), "reason": "more fields than the header"})
             continue
-        key = (row.get(key_column) or "").strip() or (row.get("edited") or "").strip() or f"row{i + 1}"
+        key = (row.get(key_column) or "").strip() or (row.get("edited") or "").strip() or f"row{r.index}"
         try:
             label = parse_label(row.get(label_column)) if require_label else -1
         except ValueError as e:
@@ -190,8 +187,6 @@ def row_sample(row: Mapping[str, Any], key: str, base_dir: Path):
     """An :class:`~isr_metric.types.EditSample` for a table row; paths resolve against
     ``base_dir``. Raises ``ValueError`` with the reason when the row cannot be a sample (no
     ``edited`` path, missing image file, empty prompt)."""
-    from .types import EditSample
-
     paths = {c: _resolve(row.get(c), base_dir) for c in IMAGE_COLUMNS}
     if paths["edited"] is None:
         raise ValueError("no 'edited' image path")
@@ -214,8 +209,6 @@ def score_rows(judge: Any, samples: Sequence[Any], *, cache: Any = None,
     ``(value, None)`` or ``(None, reason)``; ``value`` is the raw score (``verdicts=False``) or
     ``(success, score)`` from the judge's Verdict (``verdicts=True``; abstentions become reasons).
     One bad image costs only its own row."""
-    from .scoring import score_samples
-
     samples = list(samples)
     results = score_samples([judge], samples, cache=cache)[0]
     out: List[Tuple[Optional[Any], Optional[str]]] = []

@@ -31,14 +31,17 @@ whose reference has another size, abstain (NaN) with a reason.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
-from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from .data import ImageLoadError
+from .rules import cut, success_if_for
 from .scoring import Abstain, SampleInputs, SampleProblem, Scorer, ScoreRequest
+from .types import AgreementRow, LegacyMetricInfo, SampleVerdict
 
 
 __all__ = ["LegacyMetric", "create_legacy", "LEGACY_METRICS", "DEFAULT_LEGACY", "DISSIMILAR",
@@ -130,11 +133,6 @@ class LegacyMetric(Scorer):
                 "backend": "torch" if self.name in ("psnr", "ssim") else "pyiqa", "model": None,
                 "scorer": self.scorer_identity()}
 
-    def dissimilar(self, value: float) -> Optional[bool]:
-        if value is None or math.isnan(value):
-            return None
-        return value < self.dissimilar_threshold if self.higher_is_similar else value > self.dissimilar_threshold
-
     def _pyiqa(self):
         if self._metric is None and self._unavailable is None:
             if self.name == "lpips":
@@ -172,8 +170,6 @@ class LegacyMetric(Scorer):
         return {"pair": ScoreRequest("pair", (s.image("edited"), s.image("reference")))}
 
     def compute(self, requests: Sequence[ScoreRequest]) -> List[Any]:
-        from .data import ImageLoadError
-
         out: List[Any] = []
         for req in requests:
             try:
@@ -193,6 +189,10 @@ class LegacyMetric(Scorer):
     def __repr__(self) -> str:
         return f"LegacyMetric({self.name!r}, dissimilar_threshold={self.dissimilar_threshold})"
 
+    def info(self) -> LegacyMetricInfo:
+        """How reports describe this metric (name, "dissimilar" cut, direction, description)."""
+        return LegacyMetricInfo(self.name, self.dissimilar_threshold, self.higher_is_similar, self.describe())
+
 
 def create_legacy(names: Sequence[str], *, thresholds: Optional[Mapping[str, float]] = None,
                   device: str = "cpu") -> List[LegacyMetric]:
@@ -206,8 +206,6 @@ def create_legacy(names: Sequence[str], *, thresholds: Optional[Mapping[str, flo
         if not n or n == "none":
             continue
         if n == "auto":
-            import importlib.util
-
             out += list(DEFAULT_LEGACY)
             if importlib.util.find_spec("pyiqa") is not None and lpips_weights_available()[0]:
                 out.append("lpips")
@@ -222,46 +220,18 @@ def create_legacy(names: Sequence[str], *, thresholds: Optional[Mapping[str, flo
     return [LegacyMetric(n, dissimilar_threshold=thresholds.get(n), device=device) for n in seen]
 
 
-@dataclass(frozen=True)
-class AgreementRow:
-    """Counts of (legacy says dissimilar?) x (ISR says success?) on samples where both decided."""
-
-    metric: str
-    threshold: float
-    rule: str
-    n: int
-    dissimilar_success: int
-    dissimilar_failure: int
-    similar_success: int
-    similar_failure: int
-
-    @property
-    def disagreement(self) -> float:
-        return (self.dissimilar_failure + self.similar_success) / self.n if self.n else float("nan")
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = dict(self.__dict__)
-        d["disagreement"] = None if math.isnan(self.disagreement) else self.disagreement
-        return d
-
-
-def agreement_table(per_sample: Sequence[Any], metrics: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    """One :class:`AgreementRow` (as a dict) per legacy metric.
-
-    Args:
-        per_sample: SampleVerdicts whose ``meta["legacy"]`` maps metric -> value.
-        metrics: ``[{"metric", "threshold", "higher_is_similar"}, ...]``.
-    """
+def agreement_table(per_sample: Sequence[SampleVerdict], metrics: Sequence[LegacyMetricInfo]) -> List[AgreementRow]:
+    """One :class:`~isr_metric.types.AgreementRow` per legacy metric: (dissimilar?) x (ISR
+    success?) over the samples where both the metric (``SampleVerdict.legacy``) and ISR decided.
+    "Dissimilar" is the worse side of the metric's cut: below it for a higher-is-similar metric."""
     rows = []
     for m in metrics:
-        name, thr, his = m["metric"], float(m["threshold"]), bool(m["higher_is_similar"])
         counts = {"ds": 0, "df": 0, "ss": 0, "sf": 0}
-        for s in per_sample:
-            v = (s.meta.get("legacy") or {}).get(name)
-            if v is None or s.success is None or (isinstance(v, float) and math.isnan(v)):
-                continue
-            dis = v < thr if his else v > thr
-            counts[("d" if dis else "s") + ("s" if s.success else "f")] += 1
-        rows.append(AgreementRow(name, thr, f"{'<' if his else '>'} {thr:g}", sum(counts.values()),
-                                 counts["ds"], counts["df"], counts["ss"], counts["sf"]).to_dict())
+        pairs = [(s.legacy.get(m.metric), s.success) for s in per_sample]
+        pairs = [(v, ok) for v, ok in pairs if v is not None and ok is not None and not math.isnan(v)]
+        dissimilar, _ = cut([v for v, _ in pairs], m.threshold, success_if_for(m.higher_is_similar))
+        for dis, (_, ok) in zip(dissimilar, pairs):
+            counts[("d" if dis else "s") + ("s" if ok else "f")] += 1
+        rows.append(AgreementRow(m.metric, float(m.threshold), f"{'<' if m.higher_is_similar else '>'} {m.threshold:g}",
+                                 sum(counts.values()), counts["ds"], counts["df"], counts["ss"], counts["sf"]))
     return rows

@@ -22,7 +22,7 @@ Decoded images are kept in a per-run memo keyed by content digest and bounded in
 (:class:`DecodedImages`): an image that several rows or judges use (one source for many edits, the
 same edit judged by CLIP and an IQA judge) is decoded once per run while it stays in the memo.
 On CUDA, judges stack their batches into page-locked memory
-(:func:`isr_metric.judges._local.host_batch`) so the copy to the device is a DMA transfer that need
+(:func:`isr_metric.devices.host_batch`) so the copy to the device is a DMA transfer that need
 not block.
 
 Rows that cannot be used are reported exactly as the plain path reports them. With
@@ -45,7 +45,8 @@ import torch
 
 from .cache import ScoreCache
 from .data import MAX_PIXELS, ImageLoadError, display_text, load_image
-from .scoring import IMAGE_ROLES, ImageRef, Plan, SampleProblem, SampleScores, ScoringRun, image_digest
+from .imageops import image_digest
+from .scoring import IMAGE_ROLES, ImageRef, Plan, SampleScores, ScoringRun
 from .types import EditSample
 
 __all__ = ["ScoreLoader", "LoadedBatch", "RowRejection", "DecodedImages", "LoaderStats", "default_num_workers",
@@ -328,7 +329,7 @@ class ScoreLoader:
             if digest is None:  # an image no request reads: decoded all the same, as the plain path does
                 try:
                     digest = image_digest(value)
-                except SampleProblem:
+                except ImageLoadError:
                     digest = None  # not memoised; load_image says what is wrong with it
             try:
                 out.images[role] = self.memo.decode(value, digest, name=_label(sample, role, value),

@@ -7,29 +7,47 @@ not found among the static rows.
 
 Adding a judge: write its module under ``isr_metric/judges/`` and add one row to ``_BUILTIN``
 (or call :func:`register_judge` from your own package).
+
+**Instances.** A judge name may carry a label, ``KIND@LABEL`` (``mllm@gemini-2.5-pro``): the row
+of ``KIND`` creates it and the judge is named ``KIND@LABEL``, so one kind can appear several times
+(with different models or options) in one ISR, command line or config. Two instances need distinct
+names (:func:`check_instance_names`); their scorer identities, not their names, decide whether
+they share requests and cached scores.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
+import hashlib
 import importlib
 import importlib.util
+import inspect
+import re
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from .devices import DeviceError, check_device
+from .types import JUDGE_KINDS
 
 __all__ = [
     "JudgeSpec",
     "MissingExtraError",
     "JudgeOptionError",
     "accepted_options",
-    "check_device",
     "load_plugin",
     "register_judge",
     "register_provider",
     "create_judge",
     "list_judges",
     "get_spec",
+    "split_instance",
+    "check_instance_names",
 ]
+
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/+-]*")
 
 
 class MissingExtraError(ImportError):
@@ -50,8 +68,6 @@ def accepted_options(factory: Any) -> Optional[Tuple[Dict[str, bool], bool]]:
     ``**kwargs`` to the next one; a class that forwards them elsewhere names that callable in its
     ``option_sources`` attribute (e.g. the MLLM judges forward client options to ``MLLMClient``).
     """
-    import inspect
-
     def params(fn) -> Optional[Tuple[List[inspect.Parameter], bool]]:
         try:
             sig = inspect.signature(fn)
@@ -98,38 +114,6 @@ def accepted_options(factory: Any) -> Optional[Tuple[Dict[str, bool], bool]]:
     return out, True
 
 
-def check_device(device: Any, *, where: str = "device") -> None:
-    """Raise :class:`JudgeOptionError` when ``device`` names an accelerator this machine lacks."""
-    if device is None:
-        return
-    d = str(device).strip().lower()
-    if d in ("", "cpu", "auto"):
-        return
-    import torch
-
-    if d.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise JudgeOptionError(f"{where}={device!r}: CUDA is not available here (torch {torch.__version__}, "
-                                   f"{'built without CUDA' if torch.version.cuda is None else 'no GPU visible'}); "
-                                   "use cpu, or run on a machine with a GPU")
-        if ":" in d:
-            try:
-                idx = int(d.split(":", 1)[1])
-            except ValueError:
-                raise JudgeOptionError(f"{where}={device!r} is not a device; use cpu, cuda or cuda:<index>") from None
-            if idx >= torch.cuda.device_count():
-                raise JudgeOptionError(f"{where}={device!r}: this machine has {torch.cuda.device_count()} CUDA "
-                                       f"device(s) (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
-    elif d.startswith("mps"):
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise JudgeOptionError(f"{where}={device!r}: Apple MPS is not available here; use cpu")
-    else:
-        try:
-            torch.device(d)
-        except (RuntimeError, ValueError):
-            raise JudgeOptionError(f"{where}={device!r} is not a torch device; use cpu, cuda, cuda:1 or mps") from None
-
-
 def _validate_options(name: str, factory: Any, options: Dict[str, Any]) -> None:
     got = accepted_options(factory)
     if got is not None:
@@ -147,16 +131,16 @@ def _validate_options(name: str, factory: Any, options: Dict[str, Any]) -> None:
                     f"judge {name!r} needs the option {k!r} (Python: create_judge({name!r}, {k}=...); "
                     f"CLI: --judge-option {name}:{k}=VALUE)")
     if "device" in options:
-        check_device(options["device"], where=f"judge {name!r} option device")
+        try:
+            check_device(options["device"], where=f"judge {name!r} option device")
+        except DeviceError as e:
+            raise JudgeOptionError(str(e)) from None
 
 
 def load_plugin(spec: str) -> None:
     """Import a plugin that registers judges: a path to a ``.py`` file or a dotted module name.
     A file is imported as module ``isr_plugins.<file stem>`` (a stable name: scorer identities
     of its judges stay the same from run to run)."""
-    import sys
-    from pathlib import Path
-
     path = Path(spec)
     if spec.endswith(".py") or path.is_file():
         if not path.is_file():
@@ -168,7 +152,6 @@ def load_plugin(spec: str) -> None:
         stem = "".join(c if c.isalnum() or c == "_" else "_" for c in path.stem)
         name = f"isr_plugins.{stem}"
         if name in sys.modules:  # another file with the same stem
-            import hashlib
 
             name += "_" + hashlib.sha256(resolved.encode()).hexdigest()[:8]
         mod_spec = importlib.util.spec_from_file_location(name, resolved)
@@ -261,6 +244,10 @@ _BUILTIN: Tuple[JudgeSpec, ...] = (
          "openai-compatible HTTP", False, True, requires=("httpx",), extra="mllm",
          description="perceptual side of the MLLM protocol: success = the model says the edit is "
                      "degraded (shares the answer cache with 'mllm')"),
+    _row("mllm-any", "isr_metric.judges.mllm:MLLMAnyJudge", "either", "openai-compatible HTTP", False, True,
+         requires=("httpx",), extra="mllm",
+         description="one verdict per edit from one MLLM answer: success = not accomplished OR degraded "
+                     "(the per-judge composition; shares the answer cache with 'mllm')"),
     _row("offline:brisque", "isr_metric.judges.offline_iqa:OfflineBRISQUE", "perceptual", "pyiqa", True,
          False, requires=("pyiqa",), extra="iqa",
          description="BRISQUE (pyiqa) with LIVE's original model (allmodel/allrange, shipped); "
@@ -305,8 +292,11 @@ def register_judge(
         @register_judge("my-iqa", kind="perceptual", higher_is_better=True)
         class MyIQA(Judge): ...
     """
-    if kind not in ("semantic", "perceptual"):
-        raise ValueError(f"register_judge({name!r}): kind must be 'semantic' or 'perceptual', got {kind!r}")
+    if kind not in JUDGE_KINDS:
+        raise ValueError(f"register_judge({name!r}): kind must be one of {JUDGE_KINDS}, got {kind!r}")
+    if "@" in name:
+        raise ValueError(f"register_judge({name!r}): '@' separates a judge kind from an instance label "
+                         "(mllm@gemini-2.5-pro); register the kind without it")
 
     def _do(f):
         _ensure_builtins()
@@ -345,9 +335,40 @@ def _dynamic_rows() -> Dict[str, JudgeSpec]:
     return _provided
 
 
+def split_instance(name: str) -> Tuple[str, Optional[str]]:
+    """``(kind, label)`` of an instance name: ``("mllm", "gemini-2.5-pro")`` for
+    ``"mllm@gemini-2.5-pro"``, ``(name, None)`` without a label. Raises ValueError on an empty or
+    odd label."""
+    kind, at, label = str(name).partition("@")
+    if not at:
+        return kind, None
+    if not kind or not _LABEL.fullmatch(label):
+        raise ValueError(f"judge name {name!r}: expected KIND@LABEL with a label of letters, digits and "
+                         "._:/+- (e.g. mllm@gemini-2.5-pro)")
+    return kind, label
+
+
+def check_instance_names(names: Sequence[str], *, where: str = "--judges") -> None:
+    """Raise ValueError when two judges of ``names`` share a name, saying how to tell instances
+    apart (``KIND@LABEL``)."""
+    names = list(names)
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if not dup:
+        return
+    kind, _ = split_instance(dup[0])
+    a, b, opt = ("gemini-2.5-pro", "gemini-2.5-flash", "model=...") if kind.startswith("mllm") else ("a", "b", "KEY=VALUE")
+    raise ValueError(f"{where} lists {', '.join(repr(d) for d in dup)} more than once: two instances of one "
+                     f"judge need distinct names KIND@LABEL, e.g. {where} {kind}@{a},{kind}@{b}, each with "
+                     f"its own options (--judge-option {kind}@{a}:{opt})")
+
+
 def get_spec(name: str) -> JudgeSpec:
-    """The registry row for ``name``; KeyError names close matches."""
+    """The registry row for ``name``; ``KIND@LABEL`` gives the row of ``KIND`` named ``KIND@LABEL``.
+    KeyError names close matches."""
     _ensure_builtins()
+    if name not in _REGISTRY and "@" in str(name):
+        kind, _ = split_instance(name)
+        return dataclasses.replace(get_spec(kind), name=name)
     if name in _REGISTRY:
         return _REGISTRY[name]
     dyn = _dynamic_rows()
@@ -386,9 +407,18 @@ def create_judge(name: str, /, **options: Any):
         )
     factory = spec.resolve_factory()
     kwargs = {**spec.defaults, **options}
+    instance = name if name not in _REGISTRY and split_instance(name)[1] is not None else None
+    if instance is not None:
+        if kwargs.get("name") not in (None, instance):
+            raise JudgeOptionError(f"judge {name!r} is also given name={kwargs['name']!r}; pass one of them")
+        got = accepted_options(factory)
+        if got is not None and "name" in got[0]:
+            kwargs["name"] = instance
     _validate_options(name, factory, kwargs)
     judge = factory(**kwargs)
-    if getattr(judge, "name", None) in (None, ""):
+    if instance is not None and getattr(judge, "name", None) != instance:
+        judge.name = instance
+    elif getattr(judge, "name", None) in (None, ""):
         try:
             judge.name = name
         except AttributeError:
@@ -399,8 +429,8 @@ def create_judge(name: str, /, **options: Any):
 def list_judges(kind: Optional[str] = None, pattern: str = "*", *, dynamic: bool = True) -> List[JudgeSpec]:
     """Registered judges, sorted by name, filtered by ``kind`` and a glob ``pattern``.
     ``dynamic=False`` skips provider rows (which may import a backend to read its model list)."""
-    if kind not in (None, "semantic", "perceptual"):
-        raise ValueError(f"kind must be None, 'semantic' or 'perceptual', got {kind!r}")
+    if kind is not None and kind not in JUDGE_KINDS:
+        raise ValueError(f"kind must be None or one of {JUDGE_KINDS}, got {kind!r}")
     _ensure_builtins()
     rows = dict(_dynamic_rows()) if dynamic else {}
     rows.update(_REGISTRY)

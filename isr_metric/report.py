@@ -1,90 +1,143 @@
-"""Reports: JSON, CSV and a self-contained HTML page.
+"""Reports as files: JSON, CSV and a self-contained HTML page.
 
-Everything that comes from user inputs (prompts, keys, paths, reasons, method and judge names) is
-HTML-escaped; images are embedded as downscaled base64 thumbnails and plots as base64 PNGs
-(matplotlib with the Agg backend; without matplotlib the page simply has no plots), so the page
-is a single file that can be mailed or published as is.
+:func:`write_report` writes what ``isr evaluate`` writes -- ``report.json``, ``per_sample.csv``,
+``failures.csv`` and ``report.html`` -- from an :class:`~isr_metric.types.ISRReport`, whether it
+came from the command line or from Python (``ISR.compute()``, ``evaluate()``).
+
+The HTML is rendered by Jinja2 templates (``isr_metric/templates/*.html.j2``) with autoescaping:
+everything that comes from user inputs (prompts, keys, paths, reasons, method and judge names) is
+escaped by the template engine, never by hand. Images are embedded as downscaled base64 thumbnails
+and plots as base64 PNGs (matplotlib's object API, no global backend switch; without matplotlib
+the page simply has no plots), so the page is a single file that can be mailed or published as is.
+:func:`template_environment` gives other packages (``sifm_ref``'s bench report) the same frame,
+macros and filters.
 """
 from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
 import math
 import os
-from typing import Any, Iterable, List, Mapping, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .types import ISRReport
+import jinja2
+import numpy as np
+from PIL import Image
 
-__all__ = ["render_html", "fmt_pct", "per_sample_csv", "failures_csv", "thumbnail_data_uri"]
+from .data import load_image
+from .files import atomic_write
+from .imageops import to_pil
+from .rules import group_by
+from .types import ISRReport, SampleVerdict
 
+__all__ = ["write_report", "render_html", "per_sample_csv", "failures_csv", "per_sample_table", "csv_text",
+           "Column", "PER_SAMPLE_COLUMNS", "template_environment", "fmt_pct", "fmt_num", "thumbnail_data_uri",
+           "new_figure", "figure_data_uri"]
+
+
+# --------------------------------------------------------------------------------------------
+# formatting
+# --------------------------------------------------------------------------------------------
 
 def fmt_pct(x: Optional[float]) -> str:
+    """``0.1234`` -> ``"12.3%"``; None / NaN -> ``"n/a"``."""
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
-def _fmt_num(x: Any) -> str:
+def fmt_num(x: Any) -> str:
+    """Four significant digits for floats, ``""`` for None / NaN, ``str`` otherwise."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return ""
     return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
-def _e(x: Any) -> str:
-    return html.escape("" if x is None else str(x), quote=True)
-
-
-def _table(header: Iterable[str], rows: Iterable[Iterable[Any]], *, raw_cols: Sequence[int] = ()) -> str:
-    """An HTML table; every cell is escaped except the columns in ``raw_cols`` (our own markup)."""
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{c if i in raw_cols else _e(c)}</td>" for i, c in enumerate(r)) + "</tr>"
-        for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;vertical-align:top}
-th{background:#f3f3f3}.big{font-size:2em;font-weight:600}.ok{color:#1a7f37}.bad{color:#cf222e}
-.muted{color:#666}img.th{display:block;max-width:112px;max-height:112px}figure{display:inline-block;margin:0 1em 1em 0}
-.note{background:#f6f8fa;border-left:4px solid #999;padding:.5em 1em}"""
+def _cell(v: Any) -> str:
+    """One CSV cell: ``""`` for None and NaN, ``0``/``1`` for booleans, ``repr`` of floats (exact)."""
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v)
+    return str(v)
 
 
 # --------------------------------------------------------------------------------------------
-# CSV
+# tables
 # --------------------------------------------------------------------------------------------
 
-def _legacy_names(report: ISRReport) -> List[str]:
-    return [m["metric"] for m in (report.meta.get("legacy") or {}).get("metrics", [])]
+#: a per-sample column: (header, value of a SampleVerdict)
+Column = Tuple[str, Callable[[SampleVerdict], Any]]
 
 
-def per_sample_csv(report: ISRReport) -> str:
-    """:meth:`ISRReport.to_csv` plus ``row``, ``item`` and one ``legacy:<metric>`` column each."""
-    base = list(csv.reader(io.StringIO(report.to_csv())))
-    legacy = _legacy_names(report)
-    header = base[0] + ["row", "item"] + [f"legacy:{m}" for m in legacy]
+def _attr(name: str) -> Column:
+    return name, lambda s: getattr(s, name)
+
+
+def _meta(name: str) -> Column:
+    return name, lambda s: s.meta.get(name)
+
+
+#: the leading columns of ``per_sample.csv``
+PER_SAMPLE_COLUMNS: Tuple[Column, ...] = (
+    _attr("key"), _attr("cluster"), _attr("method"), _attr("prompt"), _attr("success"),
+    _attr("abstained"), _attr("semantic"), _attr("perceptual"))
+
+
+def per_sample_table(report: ISRReport, *, columns: Sequence[Union[str, Column]] = PER_SAMPLE_COLUMNS,
+                     judge_fields: Sequence[str] = ("score", "success", "abstained", "reason"),
+                     trailing: Sequence[Union[str, Column]] = ("row", "item"), legacy: bool = True,
+                     order: Optional[Callable[[SampleVerdict], Any]] = None) -> Tuple[List[str], List[List[str]]]:
+    """The one per-sample table: ``columns`` (a SampleVerdict attribute name, ``"meta:<column>"``
+    or a :data:`Column`), then for each judge its ``judge_fields`` (``<judge>:score`` ...), then
+    ``trailing``, then one ``legacy:<metric>`` column per legacy metric. A judge's ``success`` is
+    empty where it abstained; a sample's ``success`` is empty where the sample abstained.
+    ``order``: a sort key (default: the report's order). Cells are text (see :func:`csv_text`)."""
+    def col(c: Union[str, Column]) -> Column:
+        if not isinstance(c, str):
+            return c
+        return _meta(c[5:]) if c.startswith("meta:") else _attr(c)
+
+    lead, tail = [col(c) for c in columns], [col(c) for c in trailing]
+    judges = report.judge_names()
+    metrics = report.legacy_names() if legacy else ()
+    header = [h for h, _ in lead] + [f"{j}:{f}" for j in judges for f in judge_fields] + [h for h, _ in tail] \
+        + [f"legacy:{m}" for m in metrics]
+    rows = []
+    for s in (sorted(report.per_sample, key=order) if order is not None else report.per_sample):
+        row = [_cell(get(s)) for _, get in lead]
+        for j in judges:
+            r = s.judges.get(j)
+            values = {} if r is None else {"score": r.score, "success": None if r.abstained else r.success,
+                                           "abstained": r.abstained, "reason": r.reason}
+            row += [_cell(values.get(f)) for f in judge_fields]
+        row += [_cell(get(s)) for _, get in tail]
+        row += [_cell(None if s.legacy.get(m) is None else float(s.legacy[m])) for m in metrics]
+        rows.append(row)
+    return header, rows
+
+
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A CSV document (``\\n`` line ends) of ``header`` and ``rows``."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
-    for row, s in zip(base[1:], report.per_sample):
-        lv = s.meta.get("legacy") or {}
-        w.writerow(row + [s.meta.get("row", ""), s.meta.get("item", "")]
-                   + [_fmt_csv(lv.get(m)) for m in legacy])
+    w.writerows(rows)
     return buf.getvalue()
 
 
-def _fmt_csv(v: Any) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
+def per_sample_csv(report: ISRReport) -> str:
+    """``per_sample.csv``: key, cluster, method, prompt, success, group decisions, each judge's
+    score / success / abstained / reason, row, item, and one ``legacy:<metric>`` column each."""
+    return csv_text(*per_sample_table(report))
 
 
 def failures_csv(report: ISRReport) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    """``failures.csv``: the rows that could not be judged, with the reason."""
     cols = ["row", "key", "method", "column", "path", "reason"]
-    w.writerow(cols)
-    for f in report.failures:
-        w.writerow(["" if f.get(c) is None else f.get(c) for c in cols])
-    return buf.getvalue()
+    return csv_text(cols, [["" if f.get(c) is None else f.get(c) for c in cols] for f in report.failures])
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,8 +148,6 @@ def thumbnail_data_uri(img: Any, *, size: int = 112) -> Optional[str]:
     """A ``data:image/jpeg;base64,...`` thumbnail (longest side ``size``) of a path / array /
     tensor, or None when it cannot be read."""
     try:
-        from PIL import Image
-
         im = None
         if isinstance(img, (str, os.PathLike)):
             with Image.open(img) as src:
@@ -105,10 +156,7 @@ def thumbnail_data_uri(img: Any, *, size: int = 112) -> Optional[str]:
                     src.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale
                     im = src.convert("RGB")
         if im is None:  # alpha, 16-bit, arrays, tensors: the library's own conversion
-            from .data import load_image
-
-            t = load_image(img, max_pixels=50_000_000)
-            im = Image.fromarray(t.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy())
+            im = to_pil(load_image(img, max_pixels=50_000_000))
         im.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=85)
@@ -117,38 +165,36 @@ def thumbnail_data_uri(img: Any, *, size: int = 112) -> Optional[str]:
         return None
 
 
-def _img_tag(uri: Optional[str], alt: str) -> str:
-    if uri is None:
-        return '<span class="muted">-</span>'
-    return f'<img class="th" src="{uri}" alt="{_e(alt)}">'
+def new_figure(figsize: Tuple[float, float]):
+    """A matplotlib ``Figure`` made without pyplot (no global backend, nothing to close), or None
+    when matplotlib is not installed (reports then have no plots)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    return Figure(figsize=figsize)
 
 
-def _png(fig) -> str:
+def figure_data_uri(fig) -> str:
+    """A ``data:image/png;base64,...`` of ``fig`` (90 dpi, tight box)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _plots(report: ISRReport, groups: Mapping[Any, ISRReport]) -> List[tuple]:
+def _plots(report: ISRReport, groups: Mapping[Any, ISRReport]) -> List[Tuple[str, str]]:
     """(caption, data-uri) pairs; empty when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except Exception:
-        return []
-    out = []
+    out: List[Tuple[str, str]] = []
+    if new_figure((1, 1)) is None:
+        return out
     try:
         if len(groups) > 1 or (groups and next(iter(groups)) is not None):
             names = [str(k) if k is not None else "(none)" for k in groups]
             vals = [g.isr for g in groups.values()]
             lo = [max(0.0, g.isr - g.ci_low) if not math.isnan(g.isr) else 0 for g in groups.values()]
             hi = [max(0.0, g.ci_high - g.isr) if not math.isnan(g.isr) else 0 for g in groups.values()]
-            fig, ax = plt.subplots(figsize=(max(3.5, 0.8 * len(names)), 3))
+            fig = new_figure((max(3.5, 0.8 * len(names)), 3))
+            ax = fig.subplots()
             ax.bar(range(len(names)), [0 if math.isnan(v) else v for v in vals], yerr=[lo, hi], capsize=4,
                    color="#4c72b0")
             ax.set_xticks(range(len(names)))
@@ -156,49 +202,43 @@ def _plots(report: ISRReport, groups: Mapping[Any, ISRReport]) -> List[tuple]:
             ax.set_ylim(0, 1)
             ax.set_ylabel("ISR")
             ax.set_title("ISR per method (interval)")
-            out.append(("ISR per method with its interval", _png(fig)))
+            out.append(("ISR per method with its interval", figure_data_uri(fig)))
         for j in report.judges:
             name = j.get("name")
             pts = [(s.judges[name].score, s.judges[name].success) for s in report.per_sample
                    if name in s.judges and not s.judges[name].abstained and not math.isnan(s.judges[name].score)]
             if not pts:
                 continue
-            fig, ax = plt.subplots(figsize=(4, 2.8))
+            fig = new_figure((4, 2.8))
+            ax = fig.subplots()
             succ = [p[0] for p in pts if p[1]]
             fail = [p[0] for p in pts if not p[1]]
-            bins = 20
             if fail:
-                ax.hist(fail, bins=bins, alpha=0.6, label="no evidence", color="#4c72b0")
+                ax.hist(fail, bins=20, alpha=0.6, label="no evidence", color="#4c72b0")
             if succ:
-                ax.hist(succ, bins=bins, alpha=0.6, label="success (judge)", color="#dd8452")
+                ax.hist(succ, bins=20, alpha=0.6, label="success (judge)", color="#dd8452")
             thr = j.get("threshold")
             if isinstance(thr, (int, float)) and j.get("mode", "absolute") == "absolute":
                 ax.axvline(thr, color="k", ls="--", lw=1, label="threshold")
             ax.set_title(f"{name}: raw scores")
             ax.legend(fontsize=7)
-            out.append((f"Raw scores of {name}", _png(fig)))
-        legacy = (report.meta.get("legacy") or {}).get("metrics", [])
-        for m in legacy:
-            name = m["metric"]
-            xs, ys = [], []
-            for s in report.per_sample:
-                v = (s.meta.get("legacy") or {}).get(name)
-                if v is None or s.success is None:
+            out.append((f"Raw scores of {name}", figure_data_uri(fig)))
+        if report.legacy is not None:
+            for m in report.legacy.metrics:
+                pairs = [(s.legacy.get(m.metric), s.success) for s in report.per_sample]
+                pairs = [(v, ok) for v, ok in pairs if v is not None and ok is not None]
+                if not pairs:
                     continue
-                xs.append(v)
-                ys.append(1 if s.success else 0)
-            if not xs:
-                continue
-            import numpy as np
-
-            jit = np.random.default_rng(0).uniform(-0.12, 0.12, len(ys))
-            fig, ax = plt.subplots(figsize=(4, 2.6))
-            ax.scatter(xs, np.asarray(ys) + jit, s=12, alpha=0.7, color="#55a868")
-            ax.axvline(m["threshold"], color="k", ls="--", lw=1)
-            ax.set_yticks([0, 1])
-            ax.set_yticklabels(["ISR failure", "ISR success"])
-            ax.set_xlabel(f"{name} (edited vs reference); dashed: 'dissimilar' cut")
-            out.append((f"{name} against the ISR decision", _png(fig)))
+                ys = np.asarray([1 if ok else 0 for _, ok in pairs])
+                jit = np.random.default_rng(0).uniform(-0.12, 0.12, len(ys))
+                fig = new_figure((4, 2.6))
+                ax = fig.subplots()
+                ax.scatter([v for v, _ in pairs], ys + jit, s=12, alpha=0.7, color="#55a868")
+                ax.axvline(m.threshold, color="k", ls="--", lw=1)
+                ax.set_yticks([0, 1])
+                ax.set_yticklabels(["ISR failure", "ISR success"])
+                ax.set_xlabel(f"{m.metric} (edited vs reference); dashed: 'dissimilar' cut")
+                out.append((f"{m.metric} against the ISR decision", figure_data_uri(fig)))
     except Exception:  # plotting must never break a report
         return out
     return out
@@ -208,134 +248,94 @@ def _plots(report: ISRReport, groups: Mapping[Any, ISRReport]) -> List[tuple]:
 # HTML
 # --------------------------------------------------------------------------------------------
 
-def _verdict_cell(success: Optional[bool]) -> str:
-    if success is None:
-        return '<span class="muted">abstained</span>'
-    return '<span class="ok">success</span>' if success else '<span class="bad">failure</span>'
+def template_environment(*packages: str) -> jinja2.Environment:
+    """The Jinja2 environment of the HTML reports: templates of ``isr_metric`` (``base.html.j2``,
+    ``macros.html.j2``, ``report.html.j2``) and of ``packages`` (their ``templates/`` folders),
+    autoescaping on, ``None`` rendered as an empty cell, filters ``pct`` and ``num``."""
+    loader = jinja2.ChoiceLoader([jinja2.PackageLoader(p, "templates") for p in (*packages, "isr_metric")])
+    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined,
+                             finalize=lambda x: "" if x is None else x)
+    env.filters["pct"] = fmt_pct
+    env.filters["num"] = fmt_num
+    return env
 
 
-def _method_table(groups: Mapping[Any, ISRReport], legacy: Sequence[str]) -> str:
-    rows = []
-    for method, g in groups.items():
-        lv = []
-        for m in legacy:
-            vals = [(s.meta.get("legacy") or {}).get(m) for s in g.per_sample]
-            vals = [v for v in vals if v is not None]
-            lv.append(_fmt_num(sum(vals) / len(vals)) if vals else "")
-        rows.append(["(none)" if method is None else method, g.n, g.n_success, fmt_pct(g.isr),
-                     f"[{fmt_pct(g.ci_low)}, {fmt_pct(g.ci_high)}]", g.n_abstained, len(g.failures),
-                     fmt_pct(g.semantic_rate), fmt_pct(g.degradation_rate), *lv])
-    return _table(["method", "n judged", "successes", "ISR", "interval", "abstained", "failed",
-                   "semantic mismatch", "degraded", *[f"mean {m}" for m in legacy]], rows)
+def _judge_cell(s: SampleVerdict, name: str) -> str:
+    jr = s.judges.get(name)
+    if jr is None:
+        return ""
+    if jr.abstained:
+        return f"abstained: {jr.reason or ''}"
+    return f"{jr.score:.4g} " + ("success" if jr.success else "no evidence")
 
 
 def render_html(report: ISRReport, *, title: str = "ISR report", max_thumbnails: int = 200,
                 plots: bool = True) -> str:
     """A self-contained HTML page: headline ISR with its interval, judges, ISR per method, plots,
-    legacy metrics and their agreement with ISR, per-edit thumbnails with every judge's score and
-    verdict, and the rows that could not be judged."""
+    legacy metrics and their agreement with ISR, per-edit thumbnails (of the image paths the
+    samples carry) with every judge's score and verdict, and the rows that could not be judged."""
     r = report
-    judges = _table(
-        ["judge", "kind", "direction", "model", "threshold", "success if", "mode", "n", "abstained", "success rate"],
-        [[j.get("name"), j.get("kind"),
-          {True: "higher=better", False: "lower=better"}.get(j.get("higher_is_better"), "-"),
-          j.get("model") or "", _fmt_num(j.get("threshold")), j.get("success_if"), j.get("mode"), j.get("n"),
-          j.get("n_abstained"), fmt_pct(j.get("success_rate"))] for j in r.judges],
-    )
-    names = r.judge_names()
-    legacy_info = r.meta.get("legacy") or {}
-    legacy = [m["metric"] for m in legacy_info.get("metrics", [])]
-
-    groups = r.group_by("method") if r.per_sample else {}
-    method_html = ""
+    legacy = list(r.legacy_names())
+    groups = group_by(r, "method") if r.per_sample else {}
+    methods = []
     if groups and (len(groups) > 1 or next(iter(groups)) is not None):
-        method_html = "<h2>ISR per method</h2>" + _method_table(groups, legacy)
-
-    plot_html = ""
-    if plots and r.per_sample:
-        figs = _plots(r, groups)
-        if figs:
-            plot_html = "<h2>Plots</h2>" + "".join(
-                f'<figure><img src="{uri}" alt="{_e(cap)}"><figcaption>{_e(cap)}</figcaption></figure>'
-                for cap, uri in figs)
-
-    legacy_html = ""
-    if legacy:
-        agree = legacy_info.get("agreement", [])
-        legacy_html = (
-            "<h2>Legacy metrics beside ISR</h2>"
-            '<p class="note">The legacy metrics compare the protected edit with the clean edit '
-            "(edited vs reference). \"Dissimilar\" uses the cut in the table. Disagreement counts edits "
-            "that look dissimilar yet still did what was asked (ISR failure) plus edits that look "
-            "similar yet are judged an immunization success. High disagreement is the point of "
-            "arXiv 2512.14320: dissimilarity is not protection.</p>"
-            + _table(["metric", "dissimilar if", "n (both decided)", "dissimilar & ISR success",
-                      "dissimilar & ISR failure", "similar & ISR success", "similar & ISR failure",
-                      "disagreement"],
-                     [[a["metric"], a["rule"], a["n"], a["dissimilar_success"], a["dissimilar_failure"],
-                       a["similar_success"], a["similar_failure"], fmt_pct(a.get("disagreement"))]
-                      for a in agree]))
-
-    head = ["#", "key", "method", "prompt", "source", "reference", "edited", "ISR verdict",
-            *names, *[f"legacy {m}" for m in legacy]]
-    raw = {4, 5, 6, 7}
-    rows = []
+        for method, g in groups.items():
+            means = []
+            for m in legacy:
+                vals = [s.legacy.get(m) for s in g.per_sample if s.legacy.get(m) is not None]
+                means.append(fmt_num(sum(vals) / len(vals)) if vals else "")
+            methods.append(["(none)" if method is None else method, g.n, g.n_success, fmt_pct(g.isr),
+                            f"[{fmt_pct(g.ci_low)}, {fmt_pct(g.ci_high)}]", g.n_abstained, len(g.failures),
+                            fmt_pct(g.semantic_rate), fmt_pct(g.degradation_rate), *means])
+    edits = []
     for i, s in enumerate(r.per_sample):
-        if i < max_thumbnails:
-            thumbs = [_img_tag(thumbnail_data_uri(s.meta[role]) if s.meta.get(role) else None, role)
-                      for role in ("source", "reference", "edited")]
-        else:
-            thumbs = ['<span class="muted">(not shown)</span>'] * 3
-        cells: List[Any] = [s.meta.get("row", i + 1), s.key, s.method or "", s.prompt or "", *thumbs,
-                            _verdict_cell(s.success)]
-        for n in names:
-            jr = s.judges.get(n)
-            if jr is None:
-                cells.append("")
-            elif jr.abstained:
-                cells.append(f"abstained: {jr.reason or ''}")
-            else:
-                cells.append(f"{jr.score:.4g} " + ("success" if jr.success else "no evidence"))
-        lv = s.meta.get("legacy") or {}
-        why = s.meta.get("legacy_reasons") or {}
-        cells += [_fmt_num(lv.get(m)) if lv.get(m) is not None else (why.get(m, "") and "n/a") for m in legacy]
-        rows.append(cells)
-    samples = _table(head, rows, raw_cols=raw)
-    if len(r.per_sample) > max_thumbnails:
-        samples = (f'<p class="muted">Thumbnails for the first {max_thumbnails} of {len(r.per_sample)} '
-                   "edits.</p>") + samples
-
-    failures = ""
-    if r.failures:
-        failures = f"<h2>Inputs that could not be judged ({len(r.failures)})</h2>" + _table(
-            ["row", "key", "method", "reason", "path"],
-            [[f.get("row"), f.get("key"), f.get("method"), f.get("reason"), f.get("path")] for f in r.failures])
-    warns = r.meta.get("warnings") or []
-    warn_html = ""
-    if warns:
-        warn_html = f"<h2>Rows judged with a warning ({len(warns)})</h2>" + _table(
-            ["row", "key", "warning"], [[w.get("row"), w.get("key"), w.get("warning")] for w in warns])
-    cache = r.meta.get("cache") or {}
+        shown = i < max_thumbnails
+        thumbs = [(role, thumbnail_data_uri(s.image(role)) if shown and s.image(role) else None)
+                  for role in ("source", "reference", "edited")]
+        cells = [_judge_cell(s, n) for n in r.judge_names()]
+        cells += [fmt_num(s.legacy[m]) if s.legacy.get(m) is not None else (s.legacy_reasons.get(m, "") and "n/a")
+                  for m in legacy]
+        edits.append({"row": s.row if s.row is not None else i + 1, "key": s.key, "method": s.method,
+                      "prompt": s.prompt, "shown": shown, "thumbs": thumbs, "success": s.success, "cells": cells})
+    run = r.run
     prov = []
-    if r.meta.get("manifest"):
-        prov.append(f"manifest {r.meta['manifest']}")
-    if cache.get("path"):
-        prov.append(f"{cache.get('rows_from_cache', 0)} rows from the cache")
-    if r.meta.get("package_version"):
-        prov.append(f"isr-metric {r.meta['package_version']}")
-    return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{_e(title)}</title><style>{_CSS}</style></head><body>
-<h1>{_e(title)}</h1>
-<p class="big">ISR {fmt_pct(r.isr)} <small>[{fmt_pct(r.ci_low)}, {fmt_pct(r.ci_high)}]</small></p>
-<p>{_e(r.summary())}</p>
-<p>Rule: {_e(dict(r.rule))}</p>
-<p class="muted">{_e('; '.join(prov))}</p>
-<h2>Judges</h2>{judges}
-{method_html}
-{plot_html}
-{legacy_html}
-<h2>Per edit</h2>{samples}
-{failures}
-{warn_html}
-</body></html>
-"""
+    if run is not None and run.manifest:
+        prov.append(f"manifest {run.manifest}")
+    if run is not None and run.cache is not None and run.cache.path:
+        prov.append(f"{run.cache.rows_from_cache} rows from the cache")
+    if run is not None and run.package_version:
+        prov.append(f"isr-metric {run.package_version}")
+    agreement = [] if r.legacy is None else [
+        [a.metric, a.rule, a.n, a.dissimilar_success, a.dissimilar_failure, a.similar_success, a.similar_failure,
+         fmt_pct(None if math.isnan(a.disagreement) else a.disagreement)] for a in r.legacy.agreement]
+    return template_environment().get_template("report.html.j2").render(
+        title=title, r=r, rule=str(dict(r.rule)), provenance="; ".join(prov),
+        judges=[[j.get("name"), j.get("kind"),
+                 {True: "higher=better", False: "lower=better"}.get(j.get("higher_is_better"), "-"),
+                 j.get("model") or "", fmt_num(j.get("threshold")), j.get("success_if"), j.get("mode"), j.get("n"),
+                 j.get("n_abstained"), fmt_pct(j.get("success_rate"))] for j in r.judges],
+        method_header=["method", "n judged", "successes", "ISR", "interval", "abstained", "failed",
+                       "semantic mismatch", "degraded", *[f"mean {m}" for m in legacy]],
+        methods=methods, plots=_plots(r, groups) if plots and r.per_sample else [], legacy=legacy,
+        agreement=agreement,
+        edit_header=["#", "key", "method", "prompt", "source", "reference", "edited", "ISR verdict",
+                     *r.judge_names(), *[f"legacy {m}" for m in legacy]],
+        edits=edits, max_thumbnails=max_thumbnails,
+        failures=[[f.get("row"), f.get("key"), f.get("method"), f.get("reason"), f.get("path")] for f in r.failures],
+        warnings=[[w.get("row"), w.get("key"), w.get("warning")] for w in (run.warnings if run is not None else ())],
+    )
+
+
+def write_report(report: ISRReport, out_dir: Union[str, os.PathLike], *, title: str = "ISR report",
+                 max_thumbnails: int = 200) -> Dict[str, str]:
+    """Write ``report.json``, ``per_sample.csv``, ``failures.csv`` and ``report.html`` into
+    ``out_dir`` (created); returns their paths. Each file is written atomically (temporary name,
+    then rename), so a crash never leaves a half-written report."""
+    out = Path(out_dir)
+    texts = {
+        "report.json": report.to_json(),
+        "per_sample.csv": per_sample_csv(report),
+        "failures.csv": failures_csv(report),
+        "report.html": render_html(report, title=title, max_thumbnails=max_thumbnails),
+    }
+    return {name: str(atomic_write(out / name, text)) for name, text in texts.items()}

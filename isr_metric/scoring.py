@@ -36,8 +36,12 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
+from tqdm.auto import tqdm
+
 from .cache import CacheEntry, ScoreCache, request_key
-from .identity import Configurable, file_digest
+from .data import load_image
+from .identity import Configurable
+from .imageops import ImageLoadError, image_digest
 from .types import EditSample
 
 __all__ = [
@@ -51,7 +55,6 @@ __all__ = [
     "SampleProblem",
     "ScoringRun",
     "score_samples",
-    "image_digest",
 ]
 
 IMAGE_ROLES = ("edited", "source", "reference")
@@ -66,48 +69,6 @@ class SampleProblem(Exception):
 # ---------------------------------------------------------------------------------------------
 # images and requests
 # ---------------------------------------------------------------------------------------------
-
-def image_digest(value: Any) -> str:
-    """Content hash of an image-like value: SHA-256 of the file bytes for a path; of the dtype,
-    shape and raw bytes for a tensor / array / PIL image.
-
-    Raises:
-        SampleProblem: a path that does not exist, is a folder or is empty, or an unsupported type.
-    """
-    if isinstance(value, (str, os.PathLike)):
-        from .data import ImageLoadError, check_image_file
-
-        try:
-            p = check_image_file(value)
-        except ImageLoadError as e:
-            raise SampleProblem(str(e)) from None
-        try:
-            return "file:" + file_digest(p)
-        except OSError as e:
-            raise SampleProblem(f"{p}: cannot read file ({e.strerror or e})") from None
-    h = hashlib.sha256()
-    mod = type(value).__module__
-    if mod.startswith("torch"):
-        import torch
-
-        t = value.detach().cpu().contiguous()
-        h.update(f"torch:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        return h.hexdigest()
-    if mod.startswith("numpy"):
-        import numpy as np
-
-        a = np.ascontiguousarray(value)
-        h.update(f"numpy:{a.dtype.str}:{a.shape}".encode())
-        h.update(a.tobytes())
-        return h.hexdigest()
-    if hasattr(value, "mode") and hasattr(value, "size") and hasattr(value, "tobytes"):  # PIL
-        h.update(f"pil:{value.mode}:{value.size}".encode())
-        h.update(value.tobytes())
-        return h.hexdigest()
-    raise SampleProblem(f"unsupported image type {type(value).__name__}; pass a path, a PIL image, a "
-                        "numpy array or a torch tensor")
-
 
 class ImageRef:
     """One image of a run: its value (path, tensor, array, PIL image), its content ``digest`` and a
@@ -128,8 +89,6 @@ class ImageRef:
         if self._tensor is None:
             if self._error is not None:
                 raise self._error
-            from .data import ImageLoadError, load_image
-
             try:
                 self._tensor = load_image(self.value, name=self.label)
             except ImageLoadError as e:
@@ -467,8 +426,8 @@ class ScoringRun:
         if got is None:
             try:
                 got = ImageRef(value, image_digest(value), label)
-            except SampleProblem as e:
-                got = e
+            except ImageLoadError as e:
+                got = SampleProblem(str(e))
             self._refs[k] = got
         if isinstance(got, SampleProblem):
             raise got
@@ -552,8 +511,6 @@ class ScoringRun:
         bar = None
         total = sum(len(v) for v in todo.values())
         if self.progress and total:
-            from tqdm.auto import tqdm
-
             bar = tqdm(total=total, desc="scoring", unit="request")
         for si, keys in todo.items():
             scorer = self.scorers[si]

@@ -27,12 +27,14 @@ the seed.
 """
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
+
+from .data import load_image
+from .imageops import gaussian_blur, jpeg
 
 __all__ = [
     "DEGRADATIONS",
@@ -79,39 +81,7 @@ def degradation_parameter(kind: str, strength: float) -> float:
 def _as_tensor(img: Any) -> torch.Tensor:
     if isinstance(img, torch.Tensor) and img.ndim == 3 and img.shape[0] == 3 and img.is_floating_point():
         return img.detach().to("cpu", torch.float32).clamp(0, 1)
-    from .data import load_image
-
     return load_image(img)
-
-
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[0]
-    y = x[None]
-    h, w = y.shape[-2:]
-    # reflect padding needs pad < size; fall back to replicate for tiny images
-    mode = "reflect" if radius < min(h, w) else "replicate"
-    y = torch.nn.functional.pad(y, (radius, radius, 0, 0), mode=mode)
-    y = torch.nn.functional.conv2d(y, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    y = torch.nn.functional.pad(y, (0, 0, radius, radius), mode=mode)
-    y = torch.nn.functional.conv2d(y, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-    return y[0].clamp(0, 1)
-
-
-def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    import numpy as np
-    from PIL import Image
-
-    arr = (x.permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    with Image.open(buf) as im:
-        out = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(out).permute(2, 0, 1).contiguous()
 
 
 def degrade(img: Any, kind: str, strength: float, seed: int = 0) -> torch.Tensor:
@@ -135,8 +105,8 @@ def degrade(img: Any, kind: str, strength: float, seed: int = 0) -> torch.Tensor
         g = torch.Generator().manual_seed(int(seed))
         return (x + p * torch.randn(x.shape, generator=g)).clamp(0, 1)
     if kind == "blur":
-        return _gaussian_blur(x, p)
-    return _jpeg(x, int(p))
+        return gaussian_blur(x, p).clamp(0, 1)
+    return jpeg(x, int(p))
 
 
 @dataclass(frozen=True)
@@ -192,8 +162,6 @@ def skimage_photos(size: int = 128, names: Sequence[str] = DEFAULT_PHOTOS) -> Li
         import skimage.data as skd
     except ImportError as e:  # pragma: no cover - skimage is in the iqa/dev extras
         raise ImportError("skimage_photos needs scikit-image: pip install 'isr-metric[iqa]'") from e
-    from .data import load_image
-
     out = []
     for name in names:
         fn = getattr(skd, name, None)

@@ -18,17 +18,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
+
+from ._version import __version__
+from .imageops import image_digest, is_tensor, to_tensor
+
 __all__ = [
     "EditSample",
     "Verdict",
     "JudgeResult",
     "SampleVerdict",
+    "AgreementRow",
+    "LegacyMetricInfo",
+    "LegacySummary",
+    "CacheStats",
+    "RunInfo",
     "ISRReport",
     "ThresholdCard",
     "SUCCESS_IF",
 ]
 
 SUCCESS_IF = ("above", "below")
+#: what a judge's verdict says: a semantic mismatch, a perceptual degradation, or either of them
+#: (one verdict per edit, e.g. an MLLM answering both questions: see isr_metric.compose)
+JUDGE_KINDS = ("semantic", "perceptual", "either")
 
 ImageLike = Any  # str | Path | PIL.Image | np.ndarray | torch.Tensor
 
@@ -58,24 +71,12 @@ def _encode_image(img: ImageLike) -> Any:
         return None
     if isinstance(img, (str, Path)):
         return {"path": str(img)}
-    import numpy as np
-
-    try:
-        import torch
-
-        if isinstance(img, torch.Tensor):
-            arr = img.detach().cpu().to(torch.float32).numpy()
-        else:
-            arr = None
-    except ImportError:  # pragma: no cover - torch is a core dependency
-        arr = None
-    if arr is None:
-        if hasattr(img, "mode") and hasattr(img, "size"):  # PIL image
-            from .data import load_image
-
-            arr = load_image(img).numpy()
-        else:
-            arr = np.asarray(img, dtype=np.float32)
+    if is_tensor(img):
+        arr = img.detach().cpu().float().numpy()
+    elif hasattr(img, "mode") and hasattr(img, "size"):  # PIL image
+        arr = to_tensor(img).numpy()
+    else:
+        arr = np.asarray(img, dtype=np.float32)
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     return {
         "tensor": base64.b64encode(arr.tobytes()).decode("ascii"),
@@ -91,25 +92,10 @@ def _decode_image(obj: Any) -> ImageLike:
         return obj
     if "path" in obj:
         return obj["path"]
-    import numpy as np
     import torch
 
     arr = np.frombuffer(base64.b64decode(obj["tensor"]), dtype=np.float32).reshape(obj["shape"])
     return torch.from_numpy(arr.copy())
-
-
-def image_fingerprint(img: ImageLike) -> str:
-    """Stable content hash of an image-like value (file bytes for paths, pixel bytes otherwise)."""
-    h = hashlib.sha256()
-    if isinstance(img, (str, Path)):
-        with open(img, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        return h.hexdigest()
-    enc = _encode_image(img)
-    h.update(json.dumps(enc["shape"]).encode())
-    h.update(base64.b64decode(enc["tensor"]))
-    return h.hexdigest()
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,7 +140,7 @@ class EditSample:
         if self.key is not None:
             return str(self.key)
         h = hashlib.sha256()
-        h.update(image_fingerprint(self.edited).encode())
+        h.update(image_digest(self.edited).encode())
         h.update(b"\0")
         h.update(self.prompt.encode("utf-8"))
         return h.hexdigest()[:16]
@@ -165,7 +151,7 @@ class EditSample:
         if isinstance(self.source, (str, Path)):
             return str(self.source)
         if self.source is not None:
-            return image_fingerprint(self.source)[:16]
+            return image_digest(self.source)[-16:]
         return self.resolved_key()
 
     def to_dict(self) -> Dict[str, Any]:
@@ -256,8 +242,8 @@ class Verdict:
                     f"Verdict({self.judge!r}): '{name}' has {len(getattr(self, name))} entries but "
                     f"'keys' has {n}; every per-sample field must be aligned with keys."
                 )
-        if self.kind not in ("semantic", "perceptual"):
-            raise ValueError(f"Verdict.kind must be 'semantic' or 'perceptual', got {self.kind!r}")
+        if self.kind not in JUDGE_KINDS:
+            raise ValueError(f"Verdict.kind must be one of {JUDGE_KINDS}, got {self.kind!r}")
         if self.success_if is not None and self.success_if not in SUCCESS_IF:
             raise ValueError(f"Verdict.success_if must be one of {SUCCESS_IF}, got {self.success_if!r}")
         # normalise containers (lists -> tuples, numpy bools -> bool)
@@ -375,13 +361,24 @@ class JudgeResult:
     __hash__ = None  # type: ignore[assignment]
 
 
+#: provenance fields of a :class:`SampleVerdict` that reports keep in the JSON ``meta`` object
+#: (where reports written before they were typed fields have them too)
+_PROVENANCE = ("row", "item", "seed", "edited", "source", "reference")
+
+
 @dataclass(frozen=True)
 class SampleVerdict:
-    """The combined decision for one edit.
+    """The combined decision for one edit, with where it came from.
 
     ``success`` is True/False, or None when the sample is abstained (not enough judges answered
     to decide under the rule). ``semantic`` / ``perceptual`` are the group decisions (None when
     undecided or when the group has no judges). ``judges`` maps judge name -> :class:`JudgeResult`.
+
+    Provenance: ``row`` (manifest row), ``item`` (the edit's id across methods), ``seed``,
+    ``edited`` / ``source`` / ``reference`` (image paths, when the sample had paths: reports show
+    their thumbnails), ``legacy`` (legacy metric -> value, None where it could not be computed)
+    with ``legacy_reasons``, ``warnings`` (repairs made while reading the row), and ``meta`` (any
+    other manifest column).
     """
 
     key: str
@@ -393,25 +390,163 @@ class SampleVerdict:
     method: Optional[str] = None
     prompt: Optional[str] = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    row: Optional[int] = None
+    item: Optional[str] = None
+    seed: Optional[int] = None
+    edited: Optional[str] = None
+    source: Optional[str] = None
+    reference: Optional[str] = None
+    legacy: Mapping[str, Optional[float]] = field(default_factory=dict)
+    legacy_reasons: Mapping[str, str] = field(default_factory=dict)
+    warnings: Tuple[str, ...] = ()
 
     @property
     def abstained(self) -> bool:
         return self.success is None
 
+    def image(self, role: str) -> Optional[str]:
+        """The path of the ``"edited"``, ``"source"`` or ``"reference"`` image (None if unknown)."""
+        return getattr(self, role)
+
     def to_dict(self) -> Dict[str, Any]:
+        meta = dict(self.meta)
+        meta.update({k: getattr(self, k) for k in _PROVENANCE})
+        if self.legacy:
+            meta["legacy"] = dict(self.legacy)
+        if self.legacy_reasons:
+            meta["legacy_reasons"] = dict(self.legacy_reasons)
+        if self.warnings:
+            meta["warnings"] = list(self.warnings)
         return {
             "key": self.key, "cluster": self.cluster, "success": self.success,
             "semantic": self.semantic, "perceptual": self.perceptual,
             "judges": {k: v.to_dict() for k, v in self.judges.items()},
-            "method": self.method, "prompt": self.prompt, "meta": dict(self.meta),
+            "method": self.method, "prompt": self.prompt, "meta": meta,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SampleVerdict":
         d = dict(d)
         d["judges"] = {k: JudgeResult.from_dict(v) for k, v in d["judges"].items()}
-        d["meta"] = _freeze(d.get("meta"))
+        meta = dict(d.get("meta") or {})
+        for k in _PROVENANCE:
+            d[k] = meta.pop(k, None)
+        d["legacy"] = dict(meta.pop("legacy", None) or {})
+        d["legacy_reasons"] = dict(meta.pop("legacy_reasons", None) or {})
+        d["warnings"] = tuple(meta.pop("warnings", None) or ())
+        d["meta"] = meta
         return cls(**d)
+
+
+@dataclass(frozen=True)
+class AgreementRow:
+    """Counts of (legacy metric says dissimilar?) x (ISR says success?) on the edits where both
+    decided; ``rule`` is the "dissimilar" cut as text (``"< 20"``)."""
+
+    metric: str
+    threshold: float
+    rule: str
+    n: int
+    dissimilar_success: int
+    dissimilar_failure: int
+    similar_success: int
+    similar_failure: int
+
+    @property
+    def disagreement(self) -> float:
+        """Share of edits where the legacy reading and ISR disagree (NaN when none decided)."""
+        return (self.dissimilar_failure + self.similar_success) / self.n if self.n else float("nan")
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["disagreement"] = _json_float(self.disagreement)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "AgreementRow":
+        return cls(**{k: v for k, v in d.items() if k != "disagreement"})
+
+
+@dataclass(frozen=True)
+class LegacyMetricInfo:
+    """A legacy metric computed beside ISR: name, its "dissimilar" cut and direction, and the
+    metric's own description (backend, scorer identity)."""
+
+    metric: str
+    threshold: float
+    higher_is_similar: bool
+    description: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"metric": self.metric, "threshold": self.threshold, "higher_is_similar": self.higher_is_similar,
+                "description": dict(self.description)}
+
+
+@dataclass(frozen=True)
+class LegacySummary:
+    """The legacy metrics of a report and their agreement with the ISR decision."""
+
+    metrics: Tuple[LegacyMetricInfo, ...] = ()
+    agreement: Tuple[AgreementRow, ...] = ()
+
+    def names(self) -> Tuple[str, ...]:
+        return tuple(m.metric for m in self.metrics)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"metrics": [m.to_dict() for m in self.metrics], "agreement": [a.to_dict() for a in self.agreement]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "LegacySummary":
+        return cls(metrics=tuple(LegacyMetricInfo(**m) for m in d.get("metrics", ())),
+                   agreement=tuple(AgreementRow.from_dict(a) for a in d.get("agreement", ())))
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """What a run read from / computed into the score cache."""
+
+    path: Optional[str]
+    rows_from_cache: int
+    model_calls: Mapping[str, int] = field(default_factory=dict)
+    legacy_calls: int = 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"path": self.path, "rows_from_cache": self.rows_from_cache, "model_calls": dict(self.model_calls),
+                "legacy_calls": self.legacy_calls}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """How a report was made: the manifest, its rows, the warnings raised while reading them, the
+    run's settings and cache accounting, and the package version."""
+
+    manifest: Optional[str] = None
+    manifest_format: Optional[str] = None
+    n_rows: int = 0
+    warnings: Tuple[Mapping[str, Any], ...] = ()
+    seed: Optional[int] = None
+    batch_size: Optional[int] = None
+    max_pixels: Optional[int] = None
+    cache: Optional[CacheStats] = None
+    package_version: str = __version__
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"manifest": self.manifest, "manifest_format": self.manifest_format, "n_rows": self.n_rows,
+                "warnings": [dict(w) for w in self.warnings], "seed": self.seed, "batch_size": self.batch_size,
+                "max_pixels": self.max_pixels, "cache": None if self.cache is None else self.cache.to_dict(),
+                "package_version": self.package_version}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunInfo":
+        d = dict(d)
+        d["warnings"] = tuple(d.get("warnings") or ())
+        if d.get("cache") is not None:
+            d["cache"] = CacheStats(**d["cache"])
+        return cls(**d)
+
+
+#: the keys of :class:`RunInfo` in a report's JSON ``meta`` object
+_RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunInfo))
 
 
 @dataclass(frozen=True)
@@ -425,6 +560,12 @@ class ISRReport:
     rate (e.g. fewer than 20 source images). Rates of the two groups are over the samples
     where that group decided: ``semantic_rate`` (mismatch), ``degradation_rate`` (degraded) and
     ``both_rate`` (both). ``failures`` lists inputs that could not be judged at all (bad rows).
+    ``legacy`` holds the legacy metrics computed beside ISR and their agreement with it; ``run``
+    how the report was made (manifest, settings, cache accounting). Rendered as files by
+    :mod:`isr_metric.report`; aggregated per method by :func:`isr_metric.rules.group_by`.
+
+    The JSON form keeps ``legacy`` and ``run`` (and the per-sample provenance) in the ``meta``
+    object, where reports have always had them.
     """
 
     isr: float
@@ -446,8 +587,15 @@ class ISRReport:
     failures: Tuple[Mapping[str, Any], ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
     notes: Tuple[str, ...] = ()
+    legacy: Optional[LegacySummary] = None
+    run: Optional[RunInfo] = None
 
     def to_dict(self) -> Dict[str, Any]:
+        meta = dict(self.meta)
+        if self.run is not None:
+            meta.update(self.run.to_dict())
+        if self.legacy is not None:
+            meta["legacy"] = self.legacy.to_dict()
         return {
             "isr": _json_float(self.isr), "ci_low": _json_float(self.ci_low),
             "ci_high": _json_float(self.ci_high), "n": self.n, "n_success": self.n_success,
@@ -459,7 +607,7 @@ class ISRReport:
             "confidence": self.confidence, "rule": dict(self.rule),
             "judges": [dict(j) for j in self.judges],
             "per_sample": [s.to_dict() for s in self.per_sample],
-            "failures": [dict(f) for f in self.failures], "meta": dict(self.meta),
+            "failures": [dict(f) for f in self.failures], "meta": meta,
             "notes": list(self.notes),
         }
 
@@ -473,7 +621,12 @@ class ISRReport:
         d["failures"] = tuple(_freeze(f) for f in d.get("failures", ()))
         d["notes"] = tuple(d.get("notes", ()))
         d["rule"] = _freeze(d.get("rule"))
-        d["meta"] = _freeze(d.get("meta"))
+        meta = dict(d.get("meta") or {})
+        legacy = meta.pop("legacy", None)
+        d["legacy"] = None if legacy is None else LegacySummary.from_dict(legacy)
+        run = {k: meta.pop(k) for k in _RUN_KEYS if k in meta}
+        d["run"] = RunInfo.from_dict(run) if run else None
+        d["meta"] = meta
         return cls(**d)
 
     def to_json(self, path: Union[str, Path, None] = None, *, indent: int = 2) -> str:
@@ -488,65 +641,12 @@ class ISRReport:
         text = p.read_text(encoding="utf-8") if p is not None else str(text_or_path)
         return cls.from_dict(json.loads(text))
 
-    def group_by(self, field_name: str = "method") -> Dict[Any, "ISRReport"]:
-        """One report per value of a per-sample field (``"method"``, ``"cluster"``, or a key of
-        ``meta``), each with its own rate and interval, same rule and judges."""
-        from .isr import report_from_samples
-
-        groups: Dict[Any, list] = {}
-        for s in self.per_sample:
-            value = getattr(s, field_name) if field_name in ("method", "cluster", "prompt") else s.meta.get(field_name)
-            groups.setdefault(value, []).append(s)
-        return {
-            value: report_from_samples(
-                rows, judges=self.judges, rule=self.rule, confidence=self.confidence,
-                failures=[f for f in self.failures if f.get(field_name) == value], meta=self.meta,
-            )
-            for value, rows in groups.items()
-        }
-
     def judge_names(self) -> Tuple[str, ...]:
         return tuple(j["name"] for j in self.judges)
 
-    def to_csv(self, path: Union[str, Path, None] = None) -> str:
-        """Per-sample table: key, cluster, method, prompt, success, group decisions, and for each
-        judge its score / success / abstained columns. ``success`` is empty for abstained rows."""
-        import csv
-        import io
-
-        names = self.judge_names()
-        cols = ["key", "cluster", "method", "prompt", "success", "abstained", "semantic", "perceptual"]
-        for n in names:
-            cols += [f"{n}:score", f"{n}:success", f"{n}:abstained", f"{n}:reason"]
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(cols)
-        fmt = lambda b: "" if b is None else str(int(bool(b)))  # noqa: E731
-        for s in self.per_sample:
-            row = [s.key, s.cluster, s.method or "", s.prompt or "", fmt(s.success),
-                   str(int(s.abstained)), fmt(s.semantic), fmt(s.perceptual)]
-            for n in names:
-                r = s.judges.get(n)
-                if r is None:
-                    row += ["", "", "", ""]
-                else:
-                    score = "" if math.isnan(r.score) else repr(float(r.score))
-                    row += [score, fmt(None if r.abstained else r.success), str(int(r.abstained)),
-                            r.reason or ""]
-            w.writerow(row)
-        text = buf.getvalue()
-        if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
-        return text
-
-    def to_html(self, path: Union[str, Path, None] = None, **kwargs: Any) -> str:
-        """Self-contained HTML report (see :mod:`isr_metric.report`)."""
-        from .report import render_html
-
-        text = render_html(self, **kwargs)
-        if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
-        return text
+    def legacy_names(self) -> Tuple[str, ...]:
+        """Names of the legacy metrics computed beside ISR (empty when none)."""
+        return self.legacy.names() if self.legacy is not None else ()
 
     def summary(self) -> str:
         pct = lambda x: "n/a" if math.isnan(x) else f"{100 * x:.1f}%"  # noqa: E731
@@ -588,7 +688,7 @@ class ThresholdCard:
     scorer_hash: Optional[str] = None
     mode: Optional[str] = None
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    package_version: str = field(default_factory=lambda: __import__("isr_metric._version", fromlist=["x"]).__version__)
+    package_version: str = __version__
 
     def __post_init__(self) -> None:
         if self.success_if not in SUCCESS_IF:
@@ -600,9 +700,6 @@ class ThresholdCard:
         object.__setattr__(self, "value", float(self.value))
         for name in ("fitted_on", "metrics", "options", "scorer"):
             object.__setattr__(self, name, _freeze(getattr(self, name)))
-
-    def decide(self, score: float) -> bool:
-        return score < self.value if self.success_if == "below" else score > self.value
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self) | {

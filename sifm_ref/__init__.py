@@ -5,7 +5,9 @@ Importing sifm_ref is light: torch and diffusers load when an editor or method i
 
     protected, meta = sifm_ref.immunize(images, prompts, method="sifm", editor="ip2p", model=folder)
 """
-from isr_metric._version import __version__
+from importlib import import_module
+
+from isr_metric import __version__
 
 __all__ = ["__version__", "immunize", "load_editor", "list_editors", "list_methods", "create_method"]
 
@@ -20,8 +22,6 @@ _LAZY = {
 
 def __getattr__(name):
     if name in _LAZY:
-        from importlib import import_module
-
         mod, attr = _LAZY[name]
         return getattr(import_module(mod), attr)
     raise AttributeError(f"module 'sifm_ref' has no attribute {name!r}")

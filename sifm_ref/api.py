@@ -1,4 +1,4 @@
-"""Python API: :func:`immunize` and the PNG helpers the CLI uses."""
+"""Python API: :func:`immunize`."""
 from __future__ import annotations
 
 import hashlib
@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
+from isr_metric.data import load_image
 
 from .attacks import create_method
 from .attacks.pgd import PGDConfig, levels_in_budget, pgd, unit_to_pm1
 from .editors import Editor, load_editor
 
-__all__ = ["immunize", "save_png", "package_versions"]
+__all__ = ["immunize", "package_versions"]
 
 
 def package_versions() -> Dict[str, Optional[str]]:
@@ -26,30 +27,6 @@ def package_versions() -> Dict[str, Optional[str]]:
     return out
 
 
-def save_png(image: torch.Tensor, path: Union[str, Path], *, text: Optional[Dict[str, str]] = None) -> Path:
-    """Save (3, H, W) float in [0, 1] as a lossless 8-bit RGB PNG (values rounded to k/255).
-
-    The file is written to a temporary name and renamed, so a crash never leaves a half-written
-    PNG under ``path``. ``text`` is stored as PNG text chunks (read back with
-    ``PIL.Image.open(path).text``; ``sifm bench`` keeps its artifact fingerprints there)."""
-    import os
-
-    from PIL import Image, PngImagePlugin
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    info = None
-    if text:
-        info = PngImagePlugin.PngInfo()
-        for k, v in text.items():
-            info.add_text(str(k), str(v))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(arr, mode="RGB").save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
-    return path
-
-
 def _as_list(images: Any) -> Tuple[List[torch.Tensor], bool]:
     if isinstance(images, torch.Tensor):
         if images.ndim == 3:
@@ -57,8 +34,6 @@ def _as_list(images: Any) -> Tuple[List[torch.Tensor], bool]:
         if images.ndim == 4:
             return [im.float() for im in images], True
         raise ValueError(f"images tensor must be (N, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
-    from isr_metric.data import load_image
-
     return [load_image(im) for im in images], False
 
 
@@ -66,7 +41,9 @@ def immunize(images: Any, prompts: Union[str, Sequence[str]], *, method: str = "
              editor: Union[str, Editor] = "ip2p", model: Optional[str] = None, eps: Optional[float] = None,
              steps: Optional[int] = None, step_size: Optional[float] = None, random_start: bool = False,
              eot_samples: int = 1, seed: int = 0, step_decay: str = "none",
-             checkpoint_dir: Optional[Union[str, Path]] = None, checkpoint_every: int = 0, quantize: bool = True, masks: Optional[Sequence[Optional[torch.Tensor]]] = None,
+             checkpoint_dir: Optional[Union[str, Path]] = None, checkpoint_every: int = 0,
+             checkpoints: Optional[Sequence[Union[str, Path]]] = None, quantize: bool = True,
+             masks: Optional[Sequence[Optional[torch.Tensor]]] = None,
              keys: Optional[Sequence[str]] = None, editor_kwargs: Optional[Dict[str, Any]] = None,
              callback: Any = None, **params: Any) -> Tuple[Any, List[Dict[str, Any]]]:
     """Protect each image against ``editor`` with ``method``; one PGD run per image.
@@ -81,7 +58,8 @@ def immunize(images: Any, prompts: Union[str, Sequence[str]], *, method: str = "
         random_start, eot_samples, seed, quantize, step_decay: see :class:`~sifm_ref.attacks.pgd.PGDConfig`
             (``quantize``: project in the 8-bit quantised domain; the saved ‖δ‖∞ is ``linf``).
         checkpoint_dir, checkpoint_every: write ``<checkpoint_dir>/<key>.pt`` every k steps; an
-            interrupted call resumes from there.
+            interrupted call resumes from there. ``checkpoints``: one checkpoint file per image
+            instead (``sifm`` names them by the artifact's fingerprint).
         masks: per-image inpainting masks (N, 1, H, W) / None (inpaint editor only).
         keys: per-image ids (file stems); default ``img0000``...
         callback: ``callback(step, losses)`` forwarded to the PGD loop (e.g. a progress bar).
@@ -102,13 +80,15 @@ def immunize(images: Any, prompts: Union[str, Sequence[str]], *, method: str = "
     m = create_method(method, ed, **params)
     defaults = m.pgd_defaults
     out, metas = [], []
+    ckpts = [Path(c) for c in checkpoints] if checkpoints is not None else \
+        [Path(checkpoint_dir) / f"{k}.pt" if checkpoint_dir else None for k in keys]
     for i, (x, prompt, key) in enumerate(zip(imgs, prompts, keys)):
         cfg = PGDConfig(eps=defaults.get("eps", 0.03) if eps is None else float(eps),
                         steps=defaults.get("steps", 100) if steps is None else int(steps),
                         step_size=defaults.get("step_size") if step_size is None else float(step_size),
                         random_start=bool(random_start), eot_samples=int(eot_samples), seed=int(seed),
-                        checkpoint_every=int(checkpoint_every) if checkpoint_dir else 0,
-                        checkpoint_path=str(Path(checkpoint_dir) / f"{key}.pt") if checkpoint_dir else None,
+                        checkpoint_every=int(checkpoint_every) if ckpts[i] is not None else 0,
+                        checkpoint_path=str(ckpts[i]) if ckpts[i] is not None else None,
                         quantize=quantize, step_decay=step_decay)
         extra = {}
         if masks is not None and masks[i] is not None:

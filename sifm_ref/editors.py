@@ -44,20 +44,19 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from isr_metric.devices import resolve_device
 from isr_metric.registry import MissingExtraError
 
 from ._lookup import resolve
+from .errors import EditorLoadError
+from .features import first_tensor
 from .process import ForwardProcess, UnsupportedSchedulerError, process_for
 
 __all__ = [
     "Editor", "TextConditioning", "Trajectory", "EditorLoadError", "EDITORS", "SCHEDULERS", "list_editors",
-    "load_editor", "get_editor_class", "resolve_device", "to_model_range", "from_model_range", "IP2PEditor",
+    "load_editor", "get_editor_class", "EDITOR_ACCELERATORS", "to_model_range", "from_model_range", "IP2PEditor",
     "HQEditEditor", "Img2ImgEditor", "InpaintEditor", "SD3Editor", "center_mask",
 ]
-
-
-class EditorLoadError(RuntimeError):
-    """An editor could not be loaded; the message says what to do."""
 
 
 def to_model_range(x: torch.Tensor) -> torch.Tensor:
@@ -80,16 +79,8 @@ def center_mask(x: torch.Tensor, frac: float = 0.5) -> torch.Tensor:
     return m
 
 
-def resolve_device(device: Union[str, torch.device, None]) -> torch.device:
-    """``"auto"`` (or None) -> ``cuda`` when available, else ``mps``, else ``cpu``; others pass through."""
-    if device is None or str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
+#: what ``device="auto"`` picks for an editor, in order (then the CPU)
+EDITOR_ACCELERATORS = ("cuda", "mps")
 
 
 @dataclass(frozen=True)
@@ -199,7 +190,7 @@ class Editor:
                  gradient_checkpointing: bool = False, model: Optional[str] = None,
                  edit_options: Optional[Dict[str, Any]] = None) -> None:
         self.pipe = pipe
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, accelerators=EDITOR_ACCELERATORS)
         self.dtype = _dtype(dtype)
         self.model = model
         unknown = sorted(set(edit_options or {}) - set(self.edit_defaults))
@@ -325,8 +316,6 @@ class Editor:
     @staticmethod
     def feature_output(output: Any) -> torch.Tensor:
         """The tensor a feature tap keeps from a denoiser block's output (UNet: hidden states)."""
-        from .features import first_tensor
-
         return first_tensor(output)
 
     def default_feature_layers(self) -> Tuple[str, ...]:

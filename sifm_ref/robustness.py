@@ -23,14 +23,12 @@ Add your own with :func:`register_transform`.
 """
 from __future__ import annotations
 
-import io
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Union
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from isr_metric.imageops import gaussian_blur, jpeg
 
 __all__ = ["Transform", "register_transform", "make_transform", "list_transforms", "apply_transform"]
 
@@ -148,17 +146,7 @@ def _none(x: torch.Tensor) -> torch.Tensor:
 
 @register_transform("jpeg", "quality", quality=75)
 def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
-    from PIL import Image
-
-    out = []
-    for img in x:
-        arr = (img.permute(1, 2, 0).cpu().numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(arr).save(buf, format="JPEG", quality=int(quality))
-        buf.seek(0)
-        dec = np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32) / 255.0
-        out.append(torch.from_numpy(dec).permute(2, 0, 1))
-    return torch.stack(out).to(x.device, x.dtype)
+    return jpeg(x, int(quality))
 
 
 @register_transform("resize", "scale", scale=0.5)
@@ -171,19 +159,7 @@ def _resize(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 @register_transform("blur", "sigma", sigma=1.0)
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t ** 2) / (2 * sigma ** 2))
-    k = k / k.sum()
-    c = x.shape[1]
-    pad = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
-    if pad < radius:  # tiny images: fall back to replicate padding, which has no size limit
-        y = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    else:
-        y = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    y = F.conv2d(y, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    y = F.conv2d(y, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
-    return y
+    return gaussian_blur(x, sigma)
 
 
 @register_transform("crop", "fraction", fraction=0.9)

@@ -19,9 +19,9 @@ import torch
 pytest.importorskip("diffusers")
 yaml = pytest.importorskip("yaml")
 
-from sifm_ref.api import save_png  # noqa: E402
+from isr_metric.imageops import write_png  # noqa: E402
 from sifm_ref.bench import run_bench  # noqa: E402
-from sifm_ref.bench_config import ConfigError, load_config  # noqa: E402
+from sifm_ref.bench import ConfigError, load_config  # noqa: E402
 
 from .tiny_diffusion import build_tiny_pipeline  # noqa: E402
 from .tiny_diffusion import single_thread as _one_thread  # noqa: E402
@@ -74,7 +74,7 @@ def setup(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
     (root / "images").mkdir()
     for name in ("cat", "dog"):
-        save_png(torch.rand(3, 32, 32, generator=g), root / "images" / f"{name}.png")
+        write_png(torch.rand(3, 32, 32, generator=g), root / "images" / f"{name}.png")
     (root / "images.csv").write_text("image,prompt,edit_prompts\nimages/cat.png,a cat,make it night|add a hat\n"
                                      "images/dog.png,a dog,turn it blue|add snow\n")
     (root / "plugin.py").write_text(PLUGIN)

@@ -67,7 +67,7 @@ def _one_error_line(capsys, *needles):
     (["-j", "test:guard", "--device", "cuda:99"], ["--device", "cuda:99"]),
     (["-j", "test:guard", "--judge-option", "test:guard:device=cuda:99"], ["option device", "cuda:99"]),
     (["-j", "test:gaurd"], ["no judge named 'test:gaurd'", "Did you mean 'test:guard'"]),
-    (["-j", "test:guard,test:guard"], ["lists test:guard twice"]),
+    (["-j", "test:guard,test:guard"], ["lists 'test:guard' more than once", "test:guard@a,test:guard@b"]),
     (["-j", "test:guard", "--judge-option", "strength=2"], ["--judge-option 'strength=2'", "NAME:KEY=VALUE"]),
     (["-j", "test:guard", "--judge-option", "other:x=1"], ["not in --judges"]),
     (["-j", "vqa"], ["judge 'vqa' needs the option 'model'", "--judge-option vqa:model="]),

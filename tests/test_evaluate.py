@@ -220,14 +220,13 @@ def test_vif_fsim_via_pyiqa_need_no_weights():
 
 def test_agreement_table_counts():
     from isr_metric.legacy import agreement_table
-    from isr_metric.types import SampleVerdict
-    mk = lambda k, psnr, ok: SampleVerdict(k, k, ok, None, ok, {}, meta={"legacy": {"psnr": psnr}})  # noqa: E731
+    from isr_metric.types import LegacyMetricInfo, SampleVerdict
+    mk = lambda k, psnr, ok: SampleVerdict(k, k, ok, None, ok, {}, legacy={"psnr": psnr})  # noqa: E731
     rows = [mk("a", 10.0, True), mk("b", 12.0, False), mk("c", 30.0, True), mk("d", 35.0, False),
             mk("e", 36.0, False), mk("f", None, True), mk("g", 5.0, None)]
-    t = agreement_table(rows, [{"metric": "psnr", "threshold": 20.0, "higher_is_similar": True}])[0]
-    assert (t["n"], t["dissimilar_success"], t["dissimilar_failure"], t["similar_success"],
-            t["similar_failure"]) == (5, 1, 1, 1, 2)
-    assert t["disagreement"] == pytest.approx(2 / 5)
+    t = agreement_table(rows, [LegacyMetricInfo("psnr", 20.0, True)])[0]
+    assert (t.n, t.dissimilar_success, t.dissimilar_failure, t.similar_success, t.similar_failure) == (5, 1, 1, 1, 2)
+    assert t.disagreement == pytest.approx(2 / 5)
 
 
 # ------------------------------------------------------------------------------------------
@@ -316,10 +315,10 @@ def test_broken_rows_are_recorded_and_html_is_escaped(tmp_path, mean_judges, cap
     assert judged["k_rgba"].judges["test:mean"].score == pytest.approx(1.0)
     assert judged["k_16"].judges["test:mean"].score == pytest.approx(0.2, abs=1e-3)
     assert judged["k_latin"].prompt == "caf\ufffd cr\ufffdme"
-    assert any(w["key"] == "k_latin" and "UTF-8" in w["warning"] for w in report.meta["warnings"])
+    assert any(w["key"] == "k_latin" and "UTF-8" in w["warning"] for w in report.run.warnings)
     assert "6 row(s) could not be judged" in printed and "k_trunc" in printed
     # legacy PSNR is there for rows with a same-size reference
-    assert judged["k_ok"].meta["legacy"]["psnr"] == pytest.approx(100.0)
+    assert judged["k_ok"].legacy["psnr"] == pytest.approx(100.0)
     # HTML: no markup from the inputs survives unescaped
     page = (out / "report.html").read_text(encoding="utf-8")
     p = _TagCollector()
@@ -531,3 +530,93 @@ def test_real_demo_command_runs_offline(tmp_path, capsys):
     report, _ = _check_demo_outputs(tmp_path / "d")
     assert report["n"] == 18
     assert "came from the cache" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------
+# the pipeline's public stages
+# ------------------------------------------------------------------------------------------
+
+def test_stages_run_on_shards_give_the_report_of_one_run(tmp_path):
+    """check_rows -> score_batch -> decide_batch on two halves of the rows (two "processes", each
+    with its own cache), then build_report on the decided batches of both: the report of
+    evaluate() on all rows, number for number (what sharding a run over processes relies on)."""
+    from isr_metric.evaluate import build_report, check_rows, decide_batch, evaluate, judge_needs, score_batch
+    from isr_metric.legacy import create_legacy
+    from isr_metric.rules import GroupWise
+    from isr_metric.scoring import ScoringRun
+    from isr_metric.types import RunInfo
+
+    rows = ["key,edited,reference,prompt,method,cluster"]
+    for i in range(10):
+        _png(tmp_path / f"e{i}.png", value=0.2 + 0.06 * i, seed=i)
+        _png(tmp_path / f"r{i}.png", value=0.5, seed=100 + i)
+        rows.append(f"k{i},e{i}.png,r{i}.png,p,{'ab'[i % 2]},c{i // 3}")
+    rows.append("k_missing,nope.png,r0.png,p,a,c9")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    m = load_manifest(tmp_path / "m.csv")
+    judges = [_mean_judge(threshold=0.45)]
+    legacy = create_legacy(["psnr"])
+    whole = evaluate(m, judges, legacy=legacy, batch_size=4, n_boot=100).report
+    decided, failures = [], []
+    for shard in (m.rows[:5], m.rows[5:]):
+        run = ScoringRun([*judges, *legacy], cache=ScoreCache.in_memory())
+        needs = judge_needs(judges[0])
+        for start in range(0, len(shard), 4):
+            ok, bad = check_rows(shard[start:start + 4], needs)
+            scored = score_batch(run, ok, needs=needs)
+            failures += bad + scored.failures
+            decided.append(decide_batch(judges, legacy, scored))
+    joined = build_report(decided, judges=judges, legacy=legacy, composition=GroupWise(), failures=failures,
+                          run=RunInfo(n_rows=len(m.rows)), n_boot=100)
+    assert joined.per_sample == whole.per_sample and joined.failures == whole.failures
+    assert (joined.isr, joined.ci_low, joined.ci_high, joined.n) == (whole.isr, whole.ci_low, whole.ci_high, whole.n)
+    assert joined.legacy == whole.legacy and [s.legacy["psnr"] for s in joined.per_sample] == \
+        [s.legacy["psnr"] for s in whole.per_sample]
+
+
+def test_report_from_python_shows_the_thumbnails_of_the_cli_report(tmp_path):
+    """ISR.update(samples with paths) keeps the image paths: write_report gives the same per-edit
+    thumbnails as `isr evaluate` on the same edits (typed provenance, not meta strings)."""
+    from isr_metric import ISR, write_report
+
+    for i in range(3):
+        _png(tmp_path / f"e{i}.png", value=0.3 + 0.2 * i, seed=i)
+        _png(tmp_path / f"s{i}.png", value=0.5, seed=10 + i)
+    samples = [EditSample(edited=str(tmp_path / f"e{i}.png"), source=str(tmp_path / f"s{i}.png"),
+                          reference=str(tmp_path / f"s{i}.png"), prompt="p", key=f"k{i}") for i in range(3)]
+    metric = ISR(perceptual=[_mean_judge(threshold=0.45)])
+    metric.update(samples)
+    report = metric.compute()
+    assert [s.edited for s in report.per_sample] == [str(tmp_path / f"e{i}.png") for i in range(3)]
+    paths = write_report(report, tmp_path / "py", title="from python")
+    html = Path(paths["report.html"]).read_text()
+    (tmp_path / "m.csv").write_text("key,edited,source,reference,prompt\n" + "".join(
+        f"k{i},e{i}.png,s{i}.png,s{i}.png,p\n" for i in range(3)))
+    register_judge("test:mean45", lambda **kw: _mean_judge(threshold=0.45, name="test:mean45"),
+                   kind="perceptual", higher_is_better=True, replace=True)
+    assert main(["evaluate", str(tmp_path / "m.csv"), "--judges", "test:mean45", "--out", str(tmp_path / "cli"),
+                 "--legacy", "none", "--no-progress", "--no-cache"]) == 0
+    cli = (tmp_path / "cli" / "report.html").read_text()
+    thumbs = lambda text: [line for line in text.split("<img") if 'class="th"' in line]  # noqa: E731
+    assert len(thumbs(html)) == 9 and thumbs(html) == thumbs(cli)
+    assert ISRReport.from_json(Path(paths["report.json"]).read_text()).per_sample == report.per_sample
+
+
+def test_evaluate_takes_another_composition(tmp_path):
+    """evaluate(composition=PerJudge("all")): each judge's one verdict, combined across judges; the
+    report names the composition."""
+    from isr_metric.compose import PerJudge
+    from isr_metric.evaluate import evaluate
+
+    rows = ["key,edited,prompt"]
+    for i in range(6):
+        _png(tmp_path / f"e{i}.png", value=0.2 + 0.12 * i, seed=i)
+        rows.append(f"k{i},e{i}.png,p")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    a, b = _mean_judge(threshold=0.45, name="a"), _mean_judge(threshold=0.6, name="b")
+    rep = evaluate(tmp_path / "m.csv", [a, b], composition=PerJudge("all"), n_boot=50).report
+    assert rep.rule == {"form": "per-judge", "across": "all", "abstain": "strict"}
+    for s in rep.per_sample:
+        assert s.success == (s.judges["a"].success and s.judges["b"].success) and s.semantic is None
+    anyof = evaluate(tmp_path / "m.csv", [a, b], composition=PerJudge("any"), n_boot=50).report
+    assert anyof.n_success > rep.n_success

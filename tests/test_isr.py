@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from isr_metric import ISR, EditSample, create_judge, isr
-from isr_metric.isr import group_decision, parse_rule
+from isr_metric.compose import group_decision, parse_rule
 from isr_metric.judges.base import verdict_from_scores
+from isr_metric.rules import group_by
 from isr_metric.types import Verdict
 
 
@@ -150,7 +151,7 @@ def test_group_by_method():
     samples = _samples()
     m = ISR(perceptual=[_mean_judge()])
     m.update(samples)
-    by = m.compute().group_by("method")
+    by = group_by(m.compute(), "method")
     assert set(by) == {"m0", "m1"} and sum(r.n for r in by.values()) == 12
     for method, r in by.items():
         expect = [float(s.edited.mean()) < 0.3 for s in samples if s.method == method]

@@ -130,6 +130,7 @@ CASES: Dict[str, JudgeCase] = {
     "vqa-llava-tiny": JudgeCase("vqa", lambda r: {"model": str(r.llava), "device": "cpu"}),
     "mllm-loopback": JudgeCase("mllm", _mllm, ({}, {"name": "mllm@renamed"})),
     "mllm-degraded-loopback": JudgeCase("mllm-degraded", _mllm, ({}, {"name": "mllm-degraded@renamed"})),
+    "mllm-any-loopback": JudgeCase("mllm-any", _mllm, ({}, {"name": "mllm-any@renamed"})),
     "offline:brisque": JudgeCase("offline:brisque", decisions=_IQA_DECISIONS),
     "offline:niqe": JudgeCase("offline:niqe", lambda r: {"device": "cpu"}, _IQA_DECISIONS),
     # pyiqa, weight-free or with local parameters: real

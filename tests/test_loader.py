@@ -14,8 +14,8 @@ import torch
 from isr_metric import create_judge
 from isr_metric.cache import ScoreCache
 from isr_metric.data import ImageLoadError, load_manifest
+from isr_metric.devices import host_batch
 from isr_metric.evaluate import evaluate, judge_needs
-from isr_metric.judges._local import host_batch
 from isr_metric.legacy import create_legacy
 from isr_metric.loader import DecodedImages, ScoreLoader, default_num_workers
 from isr_metric.scoring import ScoringRun, score_samples
@@ -118,7 +118,7 @@ def test_prefetching_loader_is_the_plain_path(manifest, tiny, monkeypatch):
                     assert _same(score, want.score) and success == want.success and abstained == want.abstained
             for i in kept:
                 value, _ = legacy[0].combine(b.results[len(judges)][i])
-                want = per_sample[b.samples[i].key].meta["legacy"]["psnr"]
+                want = per_sample[b.samples[i].key].legacy["psnr"]
                 assert (want is None and math.isnan(value)) or value == want
         seen[(workers, memo)] = [[s.parts for s in per] for b in batches for per in b.results]
         threads = Counter(n.split("_")[0] for n in sharded_worker.PREPARED_IN)
@@ -177,9 +177,8 @@ def _outcomes(results):
 def test_vlm_judge_through_the_loader(tiny):
     """The VQA judge's images are prepared (as the processor's PIL input) in the loader threads
     and P(yes) is what the judge computes by itself."""
-    from tests.tiny_models import tiny_images
-
     from isr_metric.types import EditSample
+    from tests.tiny_models import tiny_images
 
     judge = create_judge("vqa", model=str(tiny.llava), device="cpu", batch_size=2)
     imgs = tiny_images(5, size=16, seed=3)

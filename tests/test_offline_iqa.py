@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from isr_metric import EditSample, create_judge
+from isr_metric.files import file_digest
 from isr_metric.data import load_image
 from isr_metric.synthetic import degrade, skimage_photos
 
@@ -43,7 +44,7 @@ def test_shipped_parameter_files_match_their_manifest_and_what_they_claim_to_be(
     assert set(manifest) == {"brisque/allmodel", "brisque/allrange", "niqe/niqe_pris_params.npz"}
     for rel, info in manifest.items():
         path = oi.PARAMS_DIR / rel
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == info["sha256"] == oi._sha256(oi.shipped_param_file(rel))
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == info["sha256"] == file_digest(oi.shipped_param_file(rel))
         assert path.stat().st_size == info["bytes"]
         assert info["source"]["archive_sha256"] and info["source"]["member"] and info["licence"]
     header, coef, sv = oi.read_libsvm_model(oi.PARAMS_DIR / "brisque/allmodel")
@@ -213,7 +214,7 @@ def test_shipped_card_applies_to_its_own_parameter_set_only():
 def test_converted_files_are_cached_by_content(tmp_path, monkeypatch):
     monkeypatch.setenv("ISR_CACHE_DIR", str(tmp_path))  # the one cache folder; parameters go to params/
     a = oi.brisque_params_path()
-    assert a.parent == tmp_path / "params" and oi._sha256(oi.PARAMS_DIR / "brisque/allmodel")[:16] in a.name
+    assert a.parent == tmp_path / "params" and file_digest(oi.PARAMS_DIR / "brisque/allmodel")[:16] in a.name
     mtime = a.stat().st_mtime_ns
     assert oi.brisque_params_path() == a and a.stat().st_mtime_ns == mtime  # converted once
     sv_coef, sv = torch.load(a, weights_only=False)

@@ -183,7 +183,7 @@ def test_mllm_and_mllm_degraded_created_separately_share_one_request(server):
     # options that do not change answers (retries, timeouts, concurrency, name) keep the identity
     other = create_judge("mllm", **{**_mllm_opts(server), "max_retries": 1, "concurrency": 1, "name": "x"})
     assert other.identity_hash() == sem.identity_hash()
-    assert create_judge("mllm", **{**_mllm_opts(server), "template": "v1", "json_mode": True}).identity_hash() \
+    assert create_judge("mllm", **{**_mllm_opts(server), "template": "v1", "max_tokens": 64}).identity_hash() \
         != sem.identity_hash()
 
 
@@ -201,7 +201,7 @@ def test_cli_judges_mllm_and_mllm_degraded_send_one_request_per_edit(server, tmp
     assert main(args) == 0
     out = capsys.readouterr().out
     assert server.state.total == 4
-    assert "model calls this run: mllm:tiny-mllm=4, mllm-degraded:tiny-mllm=0" in out
+    assert "model calls this run: mllm@tiny-mllm=4, mllm-degraded@tiny-mllm=0" in out
     # a re-run asks nothing
     assert main(args) == 0 and server.state.total == 4
     assert "4 of 4 rows came from the cache" in capsys.readouterr().out

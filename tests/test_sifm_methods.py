@@ -12,7 +12,7 @@ pytest.importorskip("diffusers")
 
 from isr_metric.data import load_image  # noqa: E402
 from sifm_ref import immunize  # noqa: E402
-from sifm_ref.api import save_png  # noqa: E402
+from isr_metric.imageops import write_png  # noqa: E402
 from sifm_ref.attacks import create_method, list_methods  # noqa: E402
 from sifm_ref.attacks.pgd import PGDConfig, linf, pgd  # noqa: E402
 from . import tiny_diffusion as td  # noqa: E402
@@ -34,7 +34,7 @@ _photo = td.photo8
 def _check_budget(x, prot, tmp_path, name, eps=EPS):
     assert (prot >= 0).all() and (prot <= 1).all()
     assert float(linf(prot, x).max()) <= eps + 1e-6
-    back = load_image(save_png(prot[0], tmp_path / f"{name}.png"))[None]
+    back = load_image(write_png(prot[0], tmp_path / f"{name}.png"))[None]
     assert torch.equal(back, prot)  # on the 8-bit grid: the PNG holds exactly what PGD returned
     assert (back >= 0).all() and (back <= 1).all()
 
@@ -271,7 +271,7 @@ def test_shipped_ablation_configs_are_valid(tmp_path, name):
     """The paper's ablation (divergence only, norm only, both with lambda in {0.001, 0.01, 0.1, 1})
     with the per-step gradient shares logged."""
     yaml = pytest.importorskip("yaml")
-    from sifm_ref.bench_config import load_config
+    from sifm_ref.bench import load_config
 
     raw = yaml.safe_load((Path(td.__file__).resolve().parents[1] / "sifm_ref" / "configs" / name).read_text())
     (tmp_path / "images.csv").write_text("image,prompt,edit_prompts\nx.png,a cat,make it night\n")

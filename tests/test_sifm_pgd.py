@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from isr_metric.data import load_image
-from sifm_ref.api import save_png
+from isr_metric.imageops import write_png
 from sifm_ref.attacks.pgd import (PGDConfig, StopAttack, from_255, linf, pgd, pm1_to_unit, project,
                                   quantize_to_budget, unit_to_pm1)
 
@@ -36,7 +36,7 @@ def test_budget_and_range_hold_float_and_png(tmp_path):
         assert max(res.linf_float) <= eps + 1e-6
         assert max(res.linf_float) > eps * 0.5  # the attack actually used its budget
         for i in range(2):
-            p = save_png(res.protected[i], tmp_path / f"{eps}_{i}.png")
+            p = write_png(res.protected[i], tmp_path / f"{eps}_{i}.png")
             back = load_image(p)
             assert torch.equal(back, res.protected[i])  # on the 8-bit grid: PNG is lossless
             assert float(linf(back[None], x[i:i + 1])) <= eps + 1e-6

@@ -13,12 +13,18 @@ import argparse
 import json
 import sys
 
-from .calibrate import (add_bootstrap_arguments, add_judge_arguments, error, fmt_metric, load_scores,
-                        print_skipped, read_table, resolve_direction, write_outputs)
+from ..calibrate import CalibrationError, data_fingerprint, evaluate_threshold
+from ..calibration_plots import plot_roc, plot_score_histograms
+from ..cards import load_card
+from ..judges.base import card_mismatches
+from ..labels import LabelError
+from ..registry import MissingExtraError
+from .calibrate import (add_bootstrap_arguments, add_judge_arguments, error, fmt_metric, load_scores, print_skipped,
+                        read_table, resolve_direction, write_outputs)
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("agreement", help="agreement of a threshold card with labels (AUC, kappa, ...)",
+def add_parser(sub, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser("agreement", help=help,
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("labels", metavar="LABELS.csv", help="label table (see `isr calibrate --help`)")
     p.add_argument("--card", required=True, help="threshold card (JSON path or shipped card name)")
@@ -31,11 +37,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from ..calibrate import CalibrationError, data_fingerprint, evaluate_threshold
-    from ..cards import load_card
-    from ..labels import LabelError
-    from ..registry import MissingExtraError
-
     args.report = args.out
     try:
         card = load_card(args.card)
@@ -48,8 +49,6 @@ def run(args) -> int:
         table = read_table(args)
         judge, _ = load_scores(args, table, judge_name=name)
         if judge is not None and not args.force_card:
-            from ..judges.base import card_mismatches
-
             problems = card_mismatches(card, judge)
             if problems:
                 raise ValueError(f"card {args.card} was fitted for judge {card.judge!r} but the scores come from "
@@ -73,8 +72,6 @@ def run(args) -> int:
                    "heldout": not same, "same_data_as_card": same, "skipped": table.skipped})
 
     def figures():
-        from ..calibration_plots import plot_roc, plot_score_histograms
-
         kw = dict(higher_is_better=hib, threshold=card.value)
         return {"roc": plot_roc(table.scores, table.labels, title=f"{name}: ROC", **kw),
                 "histogram": plot_score_histograms(table.scores, table.labels,

@@ -11,13 +11,18 @@ agreement report and skipped.
 from __future__ import annotations
 
 import argparse
-import hashlib
+import dataclasses
 import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from ..calibrate import OBJECTIVES
+from ..calibrate import OBJECTIVES, CalibrationError, ThresholdCalibrator
+from ..calibration_plots import agreement_html, calibration_figures, write_calibration_plots
+from ..files import atomic_write, file_digest
+from ..labels import LabelError, parse_judge_options, read_label_table, row_sample, score_rows
+from ..registry import MissingExtraError, get_spec
+from .evaluate import add_cache_options, build_judges, open_cache
 
 #: judge options that describe a decision, not how scores are made (never copied into a card)
 _DECISION_OPTIONS = ("threshold", "card")
@@ -35,7 +40,6 @@ def add_judge_arguments(p: argparse.ArgumentParser, *, required: bool = True) ->
     p.add_argument("--label-column", default="label", help="column holding the labels (default: label)")
     p.add_argument("--batch-size", type=int, default=16, help="samples per judge call")
     p.add_argument("--device", default=None, help="torch device for a judge that takes one (cpu, cuda, cuda:1, mps)")
-    from .evaluate import add_cache_options
 
     add_cache_options(p)
 
@@ -48,8 +52,8 @@ def add_bootstrap_arguments(p: argparse.ArgumentParser) -> None:
                    help="write roc.png, histogram.png, agreement.json and agreement.html here")
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("calibrate", help="fit a judge's threshold to labels and write a threshold card",
+def add_parser(sub, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser("calibrate", help=help,
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("labels", metavar="LABELS.csv",
                    help="label table: key, edited, prompt, [source, reference], label (1 = success), "
@@ -75,19 +79,9 @@ def error(cmd: str, msg: str) -> int:
     return 2
 
 
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve_direction(args, judge: Any, name: str) -> bool:
     """higher_is_better from --direction, the judge object, or the registry row (in that order,
     checking that they agree)."""
-    from ..registry import get_spec
-
     declared: Optional[bool] = None
     if judge is not None:
         declared = bool(judge.higher_is_better)
@@ -110,8 +104,6 @@ def resolve_direction(args, judge: Any, name: str) -> bool:
 
 def make_judge(args, judge_name: str, options: Dict[str, Any]):
     """The judge of a calibration command, options checked before it is built."""
-    from .evaluate import build_judges
-
     return build_judges([judge_name], {judge_name: dict(options)}, device=args.device,
                         batch_size=args.batch_size, need_decision=False)[0]
 
@@ -119,9 +111,6 @@ def make_judge(args, judge_name: str, options: Dict[str, Any]):
 def load_scores(args, table, *, judge_name: str) -> Tuple[Any, Dict[str, Any]]:
     """Fill ``table.scores`` (running the judge through the shared score cache when there is no
     score column). Returns the judge (or None) and the judge options."""
-    from ..labels import parse_judge_options, row_sample, score_rows
-    from .evaluate import open_cache
-
     options = parse_judge_options(args.judge_option)
     if args.score_column:
         _check_rows_left(table)
@@ -153,25 +142,19 @@ def _check_rows_left(table) -> None:
 
 
 def read_table(args):
-    from ..labels import read_label_table
-
     return read_label_table(args.labels, label_column=args.label_column, score_column=args.score_column)
 
 
 def write_outputs(args, report: Dict[str, Any], figures_fn, *, title: str) -> None:
     """Agreement JSON (--report and/or --plots DIR) and plots + HTML (--plots DIR)."""
     if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        atomic_write(args.report, json.dumps(report, indent=2, sort_keys=True) + "\n")
     if args.plots:
-        from ..calibration_plots import agreement_html, write_calibration_plots
-
         out = Path(args.plots)
-        out.mkdir(parents=True, exist_ok=True)
         figures = figures_fn()
         report["plots"] = write_calibration_plots(figures, out)
-        (out / "agreement.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        (out / "agreement.html").write_text(agreement_html(report, figures, title=title), encoding="utf-8")
+        atomic_write(out / "agreement.json", json.dumps(report, indent=2, sort_keys=True) + "\n")
+        atomic_write(out / "agreement.html", agreement_html(report, figures, title=title))
 
 
 def fmt_metric(m: Any) -> str:
@@ -190,10 +173,6 @@ def print_skipped(cmd: str, skipped) -> None:
 
 
 def run(args) -> int:
-    from ..calibrate import CalibrationError, ThresholdCalibrator
-    from ..labels import LabelError
-    from ..registry import MissingExtraError
-
     try:
         table = read_table(args)
         n_rows = len(table.rows) + len(table.skipped)
@@ -210,7 +189,7 @@ def run(args) -> int:
         return error("calibrate", str(e).strip('"'))
     fitted_on = {
         "labels_file": Path(args.labels).name,
-        "labels_file_sha256": sha256_file(args.labels),
+        "labels_file_sha256": file_digest(args.labels),
         "scores": f"column {args.score_column!r}" if args.score_column else "computed by running the judge",
         "label_source": args.label_source,
         "synthetic": bool(args.synthetic),
@@ -221,7 +200,6 @@ def run(args) -> int:
     card = cal.to_card(judge=judge if judge is not None else args.judge, model=args.model,
                        fitted_on=fitted_on, options=card_options)
     if card.judge != args.judge:  # a judge object may carry a display name; the card names the registry row
-        import dataclasses
 
         card = dataclasses.replace(card, judge=args.judge)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -232,8 +210,8 @@ def run(args) -> int:
               "force_card=True. Run without --score-column to bind it.", file=sys.stderr)
     report = cal.report() | {"judge": args.judge, "card": str(args.out), "skipped": table.skipped,
                              "fitted_on": fitted_on}
-    write_outputs(args, report, lambda: __import__("isr_metric.calibration_plots", fromlist=["x"])
-                  .calibration_figures(cal, title=args.judge), title=f"{args.judge}: agreement with labels")
+    write_outputs(args, report, lambda: calibration_figures(cal, title=args.judge),
+                  title=f"{args.judge}: agreement with labels")
     print_skipped("calibrate", table.skipped)
     m = cal.metrics_
     where = "held-out" if len(cal.fold_thresholds_) > 1 else "in-sample"

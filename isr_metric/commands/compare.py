@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any, Dict
 
+from ..stats import mcnemar_exact, paired_difference_interval
+from ..types import ISRReport
 
-def add_parser(sub) -> argparse.ArgumentParser:
+
+def add_parser(sub, help: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "compare", help="compare two reports on the same edits (exact McNemar, paired difference)",
+        "compare", help=help,
         description="Pair the edits of two report.json files (by key, or by item: the key without its "
                     "method prefix), test the difference of their success with the exact McNemar test "
                     "and give the paired difference of ISR with a cluster-bootstrap interval.")
@@ -33,8 +36,6 @@ def compare_reports(a, b, *, on: str = "key", confidence: float = 0.95, n_boot: 
     Edits abstained in either report are not paired; keys present in only one report are listed.
     Clusters (source images) come from report A.
     """
-    from ..stats import mcnemar_exact, paired_difference_interval
-
     def index(r) -> Dict[str, Any]:
         out = {}
         for s in r.per_sample:
@@ -72,8 +73,6 @@ def _label(r, path: str) -> str:
 
 
 def run(args) -> int:
-    from ..types import ISRReport
-
     try:
         a, b = ISRReport.from_json(Path(args.a)), ISRReport.from_json(Path(args.b))
         res = compare_reports(a, b, on=args.on, confidence=args.confidence, n_boot=args.n_boot, seed=args.seed)

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from ..demo import build_demo_set, demo_judges
+from ..devices import check_device
+from ..registry import MissingExtraError
+from .evaluate import add_common_options, run_pipeline
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    from .evaluate import add_common_options
-
+def add_parser(sub, help: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "demo", help="build a small demo set from scikit-image photos and write its ISR report",
+        "demo", help=help,
         description="Writes clean-edit stand-ins and protected-edit stand-ins with documented synthetic "
                     "artifacts (see isr_metric.demo), judges them with the offline perceptual judges and "
                     "writes report.json, per_sample.csv and report.html. Needs no download.")
@@ -26,16 +30,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from ..demo import build_demo_set, demo_judges
-    from ..registry import MissingExtraError
-    from .evaluate import run_pipeline
-
     out = Path(args.out)
     try:
-        from ..registry import check_device
-
         check_device(args.device, where="--device")
         manifest = build_demo_set(out / "data", size=args.size, seed=args.seed)
         judges = demo_judges(device=args.device, with_clip=args.with_clip)

@@ -2,10 +2,25 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence, Tuple
+
+import torch
+
+from ..cache import ScoreCache
+from ..cards import load_card
+from ..compose import GroupWise, parse_rule
+from ..data import ManifestError, load_manifest
+from ..devices import check_device
+from ..evaluate import DEFAULT_MAX_PIXELS, evaluate
+from ..judges.base import CardMismatchError
+from ..judges.pyiqa_compat import WeightsUnavailableError
+from ..legacy import create_legacy
+from ..registry import accepted_options, check_instance_names, create_judge, get_spec
+from ..report import write_report
 
 
 def add_cache_options(p: argparse.ArgumentParser) -> None:
@@ -23,8 +38,6 @@ def add_cache_options(p: argparse.ArgumentParser) -> None:
 
 def open_cache(args):
     """The :class:`~isr_metric.cache.ScoreCache` the options ask for."""
-    from ..cache import ScoreCache
-
     if getattr(args, "no_cache", False):
         return ScoreCache.in_memory()
     return ScoreCache(args.cache_dir, reuse_abstentions=getattr(args, "reuse_abstentions", False))
@@ -56,9 +69,9 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
+def add_parser(sub, help: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "evaluate", help="judge the edits listed in a manifest; write report.json, per_sample.csv, report.html",
+        "evaluate", help=help,
         description="Judge every edit of a manifest (CSV, JSONL or a folder, see docs/evaluation.md) with "
                     "the given judges, combine them into ISR with its interval, and write the reports. "
                     "Bad rows are recorded and skipped; scores are cached so a re-run (e.g. after a "
@@ -100,8 +113,6 @@ def parse_judge_options(items: Sequence[str], cards: Sequence[str], *,
     for it in cards:
         name, eq, card = it.rpartition("=")
         if not eq:
-            from ..cards import load_card
-
             card = it
             try:
                 name = load_card(card).judge
@@ -122,8 +133,6 @@ def build_judges(names: Sequence[str], options: Dict[str, Dict[str, Any]], *, de
     before it is constructed (nothing is loaded when one is wrong), and every judge must be able
     to decide (a threshold, a card or a relative mode) before any image is scored (unless
     ``need_decision=False``: calibration needs raw scores only)."""
-    from ..registry import accepted_options, check_device, create_judge, get_spec
-
     check_device(device, where="--device")
     unknown = sorted(set(options) - set(names))
     if unknown:
@@ -135,8 +144,6 @@ def build_judges(names: Sequence[str], options: Dict[str, Dict[str, Any]], *, de
         if force_card and "card" in opts:
             opts["force_card"] = True
         if not spec.missing_modules():
-            import inspect
-
             factory = spec.resolve_factory()
             got = accepted_options(factory)
             # pass the command's --device / --batch-size only where the judge surely takes them
@@ -157,10 +164,8 @@ def build_judges(names: Sequence[str], options: Dict[str, Dict[str, Any]], *, de
 def check_rules(names: Sequence[str], options: Dict[str, Dict[str, Any]], args) -> None:
     """Refuse an impossible rule (``3-of-2``) before any judge is built: group sizes come from the
     registry's kinds."""
-    from ..isr import parse_rule
-    from ..registry import get_spec
-
     kinds = [options.get(n, {}).get("kind", get_spec(n).kind) for n in names]
+    GroupWise().check(dict(zip(names, kinds)))  # judges of kind 'either' need the per-judge composition
     for group, flag, rule in (("semantic", "--semantic-rule", args.semantic_rule or args.rule),
                               ("perceptual", "--perceptual-rule", args.perceptual_rule or args.rule)):
         n = kinds.count(group)
@@ -193,11 +198,6 @@ def parse_thresholds(items: Sequence[str]) -> Dict[str, float]:
 
 def run_pipeline(args, manifest, judges, *, title: str) -> Tuple[int, Any]:
     """Shared by evaluate and demo: evaluate, write the reports, print the summary."""
-    import torch
-
-    from ..evaluate import DEFAULT_MAX_PIXELS, evaluate, write_outputs
-    from ..legacy import create_legacy
-
     torch.manual_seed(args.seed)
     cache = open_cache(args)
     legacy = create_legacy(args.legacy.split(","), thresholds=parse_thresholds(args.legacy_threshold),
@@ -208,7 +208,7 @@ def run_pipeline(args, manifest, judges, *, title: str) -> Tuple[int, Any]:
                   batch_size=args.batch_size, legacy=legacy, max_pixels=max_pixels,
                   confidence=args.confidence, n_boot=args.n_boot, seed=args.seed,
                   progress=not args.no_progress)
-    paths = write_outputs(ev.report, args.out, title=title, max_thumbnails=args.max_thumbnails)
+    paths = write_report(ev.report, args.out, title=title, max_thumbnails=args.max_thumbnails)
     r = ev.report
     print(r.summary())
     calls = ", ".join(f"{k}={v}" for k, v in ev.model_calls.items())
@@ -230,17 +230,11 @@ def run_pipeline(args, manifest, judges, *, title: str) -> Tuple[int, Any]:
 
 
 def run(args) -> int:
-    from ..data import ManifestError, load_manifest
-    from ..judges.base import CardMismatchError
-    from ..judges.iqa import WeightsUnavailableError
-
     try:
         names = split_names(args.judges)
         if not names:
             raise ValueError("give at least one judge with --judges NAME (see `isr judges`)")
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"--judges lists {', '.join(dup)} twice; give each judge once")
+        check_instance_names(names)
         options = parse_judge_options(args.judge_option, args.card, judges=names)
         check_rules(names, options, args)
         if args.batch_size < 1:

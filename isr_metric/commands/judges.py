@@ -4,10 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..registry import list_judges
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("judges", help="list registered judges (name, kind, direction, backend, offline)")
-    p.add_argument("--kind", choices=["semantic", "perceptual"], help="only judges of this kind")
+
+
+def add_parser(sub, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser("judges", help=help)
+    p.add_argument("--kind", choices=["semantic", "perceptual", "either"], help="only judges of this kind")
     p.add_argument("--pattern", default="*", help="glob on the judge name, e.g. 'iqa:*'")
     p.add_argument("--offline", action="store_true", help="only judges that need no download")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -23,8 +26,6 @@ def format_table(rows, columns) -> str:
 
 
 def run(args) -> int:
-    from ..registry import list_judges
-
     specs = list_judges(kind=args.kind, pattern=args.pattern)
     rows = [s.row() for s in specs if not args.offline or s.offline]
     if args.json:

@@ -24,11 +24,18 @@ import os
 from pathlib import Path
 from typing import Any, Dict
 
-from .calibrate import error, print_skipped, sha256_file
+import numpy as np
+
+from ..data import ManifestError, load_manifest
+from ..files import file_digest
+from ..labels import LabelError, parse_judge_options, read_label_table, score_rows, write_label_table
+from ..registry import MissingExtraError
+from .calibrate import error, print_skipped
+from .evaluate import add_cache_options, build_judges, open_cache
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("label", help="label edits with a judge (e.g. the MLLM) or import human labels",
+def add_parser(sub, help: str) -> argparse.ArgumentParser:
+    p = sub.add_parser("label", help=help,
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("manifest", nargs="?", metavar="MANIFEST",
                    help="manifest (CSV or JSONL: key, edited, prompt, source, reference, ...)")
@@ -41,7 +48,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the subset draw (recorded)")
     p.add_argument("--batch-size", type=int, default=8, help="samples per judge call")
     p.add_argument("--device", default=None, help="torch device for a judge that takes one (cpu, cuda, cuda:1, mps)")
-    from .evaluate import add_cache_options
 
     add_cache_options(p)
     p.add_argument("--out", required=True, metavar="labels.csv", help="where to write the label table")
@@ -49,8 +55,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def _import(args) -> int:
-    from ..labels import LabelError, read_label_table, write_label_table
-
     try:
         table = read_label_table(args.import_csv, label_column=args.label_column)
     except LabelError as e:
@@ -87,13 +91,6 @@ def _manifest_row_dict(row, out_dir: Path) -> Dict[str, Any]:
 
 
 def _judge(args) -> int:
-    import numpy as np
-
-    from ..data import ManifestError, load_manifest
-    from ..labels import parse_judge_options, score_rows, write_label_table
-    from ..registry import MissingExtraError
-    from .evaluate import build_judges, open_cache
-
     if not args.judge:
         return error("label", "pass --judge NAME (a judge that returns verdicts, e.g. mllm) or --import HUMAN.csv")
     try:
@@ -139,7 +136,7 @@ def _judge(args) -> int:
     columns += ["label", "labeler", "labeler_score"]
     write_label_table(args.out, out_rows, columns)
     describe = judge.describe() if hasattr(judge, "describe") else {"name": args.judge}
-    prov = {"manifest": str(args.manifest), "manifest_sha256": sha256_file(args.manifest),
+    prov = {"manifest": str(args.manifest), "manifest_sha256": file_digest(args.manifest),
             "judge": describe, "judge_options": parse_judge_options(args.judge_option),
             "subset": args.subset, "seed": args.seed, "n_manifest_rows": n, "n_selected": int(len(pick)),
             "n_labelled": len(out_rows), "skipped": skipped,

@@ -9,17 +9,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..data import ImageLoadError
+from ..devices import resolve_device
+from ..imageops import ImageLoadError, to_pil
 from ..scoring import Abstain, ImageRef, SampleProblem
 from .base import Judge
 
-__all__ = ["LocalModelJudge", "SampleProblem", "resolve_device", "resolve_dtype", "to_pil", "load_refs", "host_batch"]
-
-
-def resolve_device(device: Optional[str]) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+__all__ = ["LocalModelJudge", "SampleProblem", "resolve_device", "resolve_dtype", "to_pil", "load_refs"]
 
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
@@ -33,27 +28,6 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
         return _DTYPES[str(dtype).lower()]
     except KeyError:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)} or a torch.dtype, got {dtype!r}") from None
-
-
-def to_pil(img: torch.Tensor):
-    """``(3, H, W)`` float in [0, 1] -> RGB PIL image (what processors and open_clip transforms take)."""
-    from PIL import Image
-
-    arr = (img.detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype("uint8")
-    return Image.fromarray(arr, mode="RGB")
-
-
-def host_batch(tensors: Sequence[torch.Tensor], device: Any, *, cat: bool = False) -> torch.Tensor:
-    """``torch.stack`` (or ``torch.cat``) of CPU tensors, into page-locked memory when ``device`` is
-    a CUDA device, so that ``.to(device, non_blocking=True)`` is an asynchronous DMA copy."""
-    tensors = list(tensors)
-    dev = torch.device(device) if device is not None else torch.device("cpu")
-    if dev.type != "cuda" or not torch.cuda.is_available():
-        return torch.cat(tensors) if cat else torch.stack(tensors)
-    first = tensors[0]
-    shape = (sum(t.shape[0] for t in tensors), *first.shape[1:]) if cat else (len(tensors), *first.shape)
-    out = torch.empty(shape, dtype=first.dtype, pin_memory=True)
-    return torch.cat(tensors, out=out) if cat else torch.stack(tensors, out=out)
 
 
 def load_refs(refs: Sequence[ImageRef]) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:

@@ -21,17 +21,20 @@ and refuses it otherwise, naming what differs (``force_card=True`` overrides).
 """
 from __future__ import annotations
 
-import math
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..cards import load_card
+from ..data import ImageLoadError
 from ..identity import DECISION_OPTIONS, identity_diff
-from ..scoring import SampleScores, ScoreRequest, Scorer, SampleInputs  # noqa: F401 (re-exported)
+from ..rules import cut, success_if_for
+from ..scoring import Abstain, SampleInputs, SampleScores, Scorer, ScoreRequest  # noqa: F401 (re-exported)
 from ..types import EditSample, ThresholdCard, Verdict
 
-__all__ = ["Judge", "CallableJudge", "CardMismatchError", "threshold_decision", "verdict_from_scores",
+__all__ = ["Judge", "CallableJudge", "CardMismatchError", "verdict_from_scores",
            "resolve_card", "card_mismatches"]
 
 
@@ -44,23 +47,8 @@ def resolve_card(card: Union[ThresholdCard, str, Path, None]) -> Optional[Thresh
     ``isr_metric/cards``."""
     if card is None or isinstance(card, ThresholdCard):
         return card
-    from ..cards import load_card
 
     return load_card(card)
-
-
-def threshold_decision(scores: Sequence[float], threshold: float, success_if: str):
-    """Per-sample (success, abstained) for raw ``scores`` cut at ``threshold``; NaN abstains."""
-    success, abstained = [], []
-    for s in scores:
-        s = float(s)
-        if math.isnan(s):
-            success.append(False)
-            abstained.append(True)
-        else:
-            success.append(s < threshold if success_if == "below" else s > threshold)
-            abstained.append(False)
-    return success, abstained
 
 
 def verdict_from_scores(
@@ -82,9 +70,9 @@ def verdict_from_scores(
     (unless ``success_if`` says otherwise). NaN scores abstain with reason ``"score is NaN"``
     unless ``reasons`` says why.
     """
-    success_if = success_if or ("below" if higher_is_better else "above")
+    success_if = success_if or success_if_for(higher_is_better)
     scores = [float(s) for s in scores]
-    success, abstained = threshold_decision(scores, threshold, success_if)
+    success, abstained = cut(scores, threshold, success_if)
     rs = list(reasons) if reasons is not None else [None] * len(scores)
     rs = [None if not a else (r or "score is NaN") for r, a in zip(rs, abstained)]
     return Verdict(judge=judge, kind=kind, keys=tuple(keys), scores=tuple(scores), success=tuple(success),
@@ -193,7 +181,7 @@ class Judge(Scorer):
     @property
     def success_if(self) -> str:
         """Success (immunization worked) lies on the worse side of the threshold."""
-        return "below" if self.higher_is_better else "above"
+        return success_if_for(self.higher_is_better)
 
     # -- scoring -------------------------------------------------------------------------------
     def compute(self, requests: Sequence[ScoreRequest]) -> Sequence[Any]:
@@ -203,8 +191,6 @@ class Judge(Scorer):
         legacy = getattr(self, "_score_batch", None)
         if legacy is None:
             return super().compute(requests)
-        from ..data import ImageLoadError
-        from ..scoring import Abstain
 
         out: List[Any] = [None] * len(requests)
         ok, samples = [], []
@@ -315,8 +301,6 @@ class Judge(Scorer):
 
 
 def _replace_images(sample: EditSample, images: Mapping[str, Any]) -> EditSample:
-    import dataclasses
-
     return dataclasses.replace(sample, **images) if images else sample
 
 

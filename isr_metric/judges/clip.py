@@ -45,8 +45,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from ..devices import host_batch
 from ..scoring import Abstain, SampleInputs, SampleProblem, SampleScores, ScoreRequest
-from ._local import LocalModelJudge, host_batch, load_refs, resolve_device, resolve_dtype, to_pil
+from ._local import LocalModelJudge, load_refs, resolve_device, resolve_dtype, to_pil
 
 __all__ = ["ClipJudge", "OpenClipJudge", "HFClipJudge", "CLIP_MODES"]
 

@@ -23,6 +23,7 @@ Raw scores are exactly pyiqa's outputs (``pyiqa.create_metric(name)(x)`` on the 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib.util
 import math
 import os
@@ -32,15 +33,19 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..cards import list_cards, load_card
+from ..data import ImageLoadError, load_image
+from ..devices import host_batch, resolve_device
+from ..registry import JudgeSpec
 from ..scoring import Abstain, ImageRef, SampleInputs, SampleProblem, SampleScores, ScoreRequest
-from ..types import ThresholdCard, Verdict
-from ._local import host_batch
+from ..types import EditSample, ThresholdCard, Verdict
 from .base import Judge, card_mismatches
+from .pyiqa_compat import WeightsUnavailableError, guard_downloads, hub_miss, wrap_download
 
 __all__ = [
     "IQAJudge",
     "PyiqaJudge",
-    "WeightsUnavailableError",
+    "WeightsUnavailableError",  # defined in pyiqa_compat (download handling), raised here
     "relative_decision",
     "judge_specs",
     "pyiqa_nr_metrics",
@@ -70,11 +75,6 @@ _PYIQA_MIN_SIZE: Mapping[str, int] = {"niqe": 96, "niqe_matlab": 96, "piqe": 16}
 #: skimage set of bench/iqa_offline_auc.py (mild processing below, heavy degradation above).
 #: Other metrics need margin= or ratio= explicitly.
 _PYIQA_DEFAULT_MARGIN: Mapping[str, float] = {"piqe": 20.0}
-
-
-class WeightsUnavailableError(RuntimeError):
-    """A judge's weight file is not on disk and could not (or may not) be downloaded; the message
-    names the file, the folder it is looked for in, and the URL to fetch it from elsewhere."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -197,8 +197,6 @@ class IQAJudge(Judge):
     def _use_shipped_card(self) -> None:
         """Use the card shipped under this judge's name when it was fitted for exactly this scorer
         identity (other options -> no card, and the "no threshold" error says why)."""
-        from ..cards import list_cards, load_card
-
         stem = (self.name or "").replace(":", "_")
         if stem and stem in list_cards():
             card = load_card(stem)
@@ -252,8 +250,6 @@ class IQAJudge(Judge):
         ``batch_size``; a batch that raises is retried image by image so one bad image abstains
         alone. Not cached: judges score through :meth:`compute` and the score cache.
         """
-        from ..data import ImageLoadError, load_image
-
         n = len(images)
         labels = list(labels) if labels is not None else [f"image {i}" for i in range(n)]
         scores = np.full(n, np.nan, dtype=np.float64)
@@ -366,7 +362,6 @@ class IQAJudge(Judge):
         reference by ``margin`` / ``ratio`` (:func:`relative_decision`)."""
         if self.mode == "absolute":
             return super().decide_scores(samples, scores)
-        from ..types import EditSample
 
         keys = [s.resolved_key() if isinstance(s, EditSample) else str(s) for s in samples]
 
@@ -437,8 +432,6 @@ def pyiqa_nr_metrics() -> List[str]:
 
 def judge_specs():
     """Registry rows ``iqa:<name>`` for every per-image pyiqa NR metric (provider function)."""
-    from ..registry import JudgeSpec
-
     cfg = _pyiqa_configs()
     rows = []
     for m in pyiqa_nr_metrics():
@@ -466,8 +459,6 @@ def _pyiqa_weights(weights_dir: Optional[str], allow_download: bool, metric: str
     :mod:`isr_metric.judges.pyiqa_compat`, which also makes openai-clip importable without
     ``pkg_resources``)."""
     import pyiqa.utils.download_util as du
-
-    from .pyiqa_compat import guard_downloads, hub_miss, wrap_download
 
     def fix_weights(url: str, dst: str) -> str:
         return (f"judge 'iqa:{metric}' needs the weight file {os.path.basename(dst)!r} in "
@@ -498,12 +489,6 @@ def _pyiqa_weights(weights_dir: Optional[str], allow_download: bool, metric: str
         du.DEFAULT_CACHE_DIR, du.download_url_to_file = saved_dir, saved_dl
 
 
-def _default_device(device: Optional[Union[str, torch.device]]) -> str:
-    if device is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return str(device)
-
-
 class PyiqaJudge(IQAJudge):
     """``iqa:<metric>``: a pyiqa no-reference metric as a perceptual judge.
 
@@ -527,8 +512,6 @@ class PyiqaJudge(IQAJudge):
                  metric_options: Optional[Mapping[str, Any]] = None, **options: Any) -> None:
         cfg = _pyiqa_configs()
         if metric not in cfg or cfg[metric].get("metric_mode") != "NR" or metric in EXCLUDED:
-            import difflib
-
             close = difflib.get_close_matches(metric, pyiqa_nr_metrics(), n=3)
             why = f" ({EXCLUDED[metric]})" if metric in EXCLUDED else ""
             raise ValueError(f"{metric!r} is not a per-image pyiqa no-reference metric{why}"
@@ -542,7 +525,7 @@ class PyiqaJudge(IQAJudge):
         self.min_size = _PYIQA_MIN_SIZE.get(metric, 1)
         self.default_margin = _PYIQA_DEFAULT_MARGIN.get(metric)
         super().__init__(**options)
-        self.device = _default_device(device)
+        self.device = str(resolve_device(device))
         opts = dict(metric_options or {})
         if pretrained_model_path is not None:
             p = Path(pretrained_model_path)

@@ -38,10 +38,9 @@ PIQE, the third classical judge, is training-free: use ``iqa:piqe`` (pyiqa), reg
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
-import os
+import io
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +49,9 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .iqa import IQAJudge, _default_device
+from ..devices import resolve_device
+from ..files import atomic_write, default_cache_dir, file_digest
+from .iqa import IQAJudge
 
 __all__ = [
     "BrisqueSVR",
@@ -79,10 +80,6 @@ PARAMS_DIR = Path(__file__).resolve().parent.parent / "iqa_params"
 _VERIFIED: Dict[str, str] = {}
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def shipped_param_file(rel: str) -> Path:
     """A file of :data:`PARAMS_DIR` (e.g. ``"brisque/allmodel"``), checked once per process
     against the sha256 that ``manifest.json`` records for it."""
@@ -91,7 +88,7 @@ def shipped_param_file(rel: str) -> Path:
         raise KeyError(f"{rel!r} is not a shipped parameter file ({', '.join(sorted(manifest))})")
     path = PARAMS_DIR / rel
     if _VERIFIED.get(rel) != manifest[rel]["sha256"]:
-        got = _sha256(path) if path.is_file() else "missing"
+        got = file_digest(path) if path.is_file() else "missing"
         if got != manifest[rel]["sha256"]:
             raise RuntimeError(f"shipped parameter file {path} is {'missing' if got == 'missing' else 'corrupted'} "
                                f"(sha256 {got}, expected {manifest[rel]['sha256']}); reinstall isr-metric")
@@ -107,21 +104,13 @@ def _package_dir(module: str, pip_name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def _cache_dir() -> Path:
-    from ..cache import default_cache_dir
-
-    d = default_cache_dir() / "params"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def _converted(src: Path, stem: str, suffix: str, write: Callable[[Path], None]) -> Path:
-    """``src`` converted by ``write(tmp_path)`` into the cache, once, named by its sha256."""
-    dst = _cache_dir() / f"{stem}_{_sha256(src)[:16]}_v{_CONVERSION_VERSION}{suffix}"
+def _converted(src: Path, stem: str, suffix: str, write: Callable[[io.BytesIO], None]) -> Path:
+    """``src`` converted by ``write(buffer)`` into ``<cache dir>/params``, once, named by its sha256."""
+    dst = default_cache_dir() / "params" / f"{stem}_{file_digest(src)[:16]}_v{_CONVERSION_VERSION}{suffix}"
     if not dst.is_file():
-        tmp = dst.with_name(f"{dst.stem}.{os.getpid()}.tmp{suffix}")
-        write(tmp)
-        os.replace(tmp, dst)
+        buf = io.BytesIO()
+        write(buf)
+        atomic_write(dst, buf.getvalue())
     return dst
 
 
@@ -277,6 +266,14 @@ def _pad(sv: np.ndarray, dim: int) -> np.ndarray:
     return np.pad(sv, [(0, 0), (0, dim - sv.shape[1])])
 
 
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Reads pickles of plain data (dicts, lists, numbers, strings): a pickle that names any class
+    or function is refused, so reading a parameter file never runs code."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: this file must hold plain data only")
+
+
 @dataclass(frozen=True)
 class BrisqueSVR:
     """An RBF epsilon-SVR and its feature scaling, as numpy arrays.
@@ -299,7 +296,7 @@ class BrisqueSVR:
         holding ``{"min_": [...], "max_": [...]}`` (the ``brisque`` package's format)."""
         header, coef, sv = read_libsvm_model(model_txt)
         with open(scale_pickle, "rb") as fh:
-            sc = pickle.load(fh)
+            sc = _DataOnlyUnpickler(fh).load()
         lo = np.array([float(np.ravel(v)[0]) for v in sc["min_"]], dtype=np.float64)
         hi = np.array([float(np.ravel(v)[0]) for v in sc["max_"]], dtype=np.float64)
         return cls(_pad(sv, len(lo)), coef, float(header["gamma"]), float(header["rho"].split()[0]), lo, hi,
@@ -336,18 +333,18 @@ def _brisque_live_path() -> Path:
     """LIVE's ``allmodel`` as the torch file pyiqa's BRISQUE loads: ``(sv_coef (774,), sv (774, 36))``."""
     src = shipped_param_file("brisque/allmodel")
 
-    def write(tmp: Path) -> None:
+    def write(buf: io.BytesIO) -> None:
         _, coef, sv = read_libsvm_model(src)
-        torch.save((torch.from_numpy(coef), torch.from_numpy(_pad(sv, 36))), tmp)
+        torch.save((torch.from_numpy(coef), torch.from_numpy(_pad(sv, 36))), buf)
 
     return _converted(src, "brisque_live", ".pt", write)
 
 
 def _mat_with_pyiqa_keys(src: Path, stem: str, mu: np.ndarray, cov: np.ndarray) -> Path:
-    def write(tmp: Path) -> None:
+    def write(buf: io.BytesIO) -> None:
         import scipy.io
 
-        scipy.io.savemat(tmp, {"mu_prisparam": np.asarray(mu, dtype=np.float64).reshape(1, -1),
+        scipy.io.savemat(buf, {"mu_prisparam": np.asarray(mu, dtype=np.float64).reshape(1, -1),
                                "cov_prisparam": np.asarray(cov, dtype=np.float64)})
 
     return _converted(src, stem, ".mat", write)
@@ -506,7 +503,7 @@ class _OfflineParamSetJudge(IQAJudge):
         self.backend = ps.backend
         self.default_margin = ps.default_margin  # relative mode: measured per parameter set
         super().__init__(**options)
-        self.device = _default_device(device)
+        self.device = str(resolve_device(device))
         return ps
 
     def _score_tensor(self, x: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,12 @@ import traceback
 import types
 from typing import Callable, Iterator, List, Optional, Tuple
 
-__all__ = ["openai_clip_importable", "guard_downloads", "hub_miss", "wrap_download"]
+
+class WeightsUnavailableError(RuntimeError):
+    """A judge's weight file is not on disk and could not (or may not) be downloaded; the message
+    names the file, the folder it is looked for in, and the URL to fetch it from elsewhere."""
+
+__all__ = ["WeightsUnavailableError", "openai_clip_importable", "guard_downloads", "hub_miss", "wrap_download"]
 
 #: modules with OpenAI CLIP's ``_download(url, root)`` (urllib, outside torch.hub): openai-clip itself
 #: and pyiqa's two copies of it.
@@ -61,8 +66,8 @@ def openai_clip_importable() -> None:
     if _real_pkg_resources_importable():
         importlib.import_module("clip")
         return
-    import packaging.version  # noqa: F401  (clip uses packaging.version.parse)
     import packaging
+    import packaging.version  # noqa: F401  (clip uses packaging.version.parse)
 
     shim = types.ModuleType("pkg_resources")
     shim.__doc__ = ("isr-metric stand-in used only while importing openai-clip: it provides "
@@ -85,8 +90,6 @@ def wrap_download(download: Callable, fix: FixMessage, allow_download: bool, *, 
           checks_cache: bool = False) -> Callable:
     """``download`` guarded: refused or failures reported via ``fix``. ``checks_cache``: the
     wrapped function itself returns a file already on disk (then it is called as is)."""
-    from .iqa import WeightsUnavailableError
-
     def guarded(url, *args, **kwargs):
         dst = dst_of(url, *args, **kwargs)
         if checks_cache and os.path.isfile(dst):

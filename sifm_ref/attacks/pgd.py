@@ -29,14 +29,15 @@ The loop (minimizes ``objective``):
 from __future__ import annotations
 
 import hashlib
+import io
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
+from isr_metric.files import atomic_write
 
 __all__ = ["PGDConfig", "PGDResult", "pgd", "project", "quantize_to_budget", "grid_bounds", "levels_in_budget",
            "pm1_to_unit", "unit_to_pm1",
@@ -192,11 +193,9 @@ def _fingerprint(x: torch.Tensor, cfg: PGDConfig, tag: str) -> str:
 
 
 def _save_checkpoint(path: Union[str, Path], state: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, buf.getvalue())
 
 
 def pgd(x: torch.Tensor, objective: Objective, config: PGDConfig = PGDConfig(), *, tag: str = "",
@@ -234,7 +233,7 @@ def pgd(x: torch.Tensor, objective: Objective, config: PGDConfig = PGDConfig(), 
         delta = proj((torch.rand(x.shape, generator=gen) * 2 - 1).to(x) * cfg.eps)
     ckpt = Path(cfg.checkpoint_path) if cfg.checkpoint_path else None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)  # data only: never runs code
         if state.get("fingerprint") != fp:
             raise ValueError(f"{ckpt}: checkpoint belongs to a different image, method or setting; delete "
                              "it or choose another --checkpoint path")

@@ -22,6 +22,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from isr_metric.data import load_image, stack_images
+
 from .base import AttackMethod, Draw, MethodObjective, gray_target
 
 
@@ -30,7 +32,6 @@ def _target_image(target: Any, x: torch.Tensor) -> torch.Tensor:
         return gray_target(x)
     if isinstance(target, (int, float)):
         return gray_target(x, float(target))
-    from isr_metric.data import load_image, stack_images
 
     t = target if isinstance(target, torch.Tensor) and target.ndim == 4 else load_image(target)[None]
     t = stack_images([t[0]], size=tuple(x.shape[-2:]))

@@ -1,16 +1,17 @@
 """File helpers shared by the ``sifm`` commands: image folders, prompt files, masks, options."""
 from __future__ import annotations
 
-import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from isr_metric.data import load_image, read_table
+
+from ..editors import load_editor
+from ..errors import InputError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-
-
-class InputError(ValueError):
-    """A CLI input file/folder is wrong; the message names it and the fix."""
 
 
 def list_images(folder: str) -> List[Path]:
@@ -27,34 +28,43 @@ def list_images(folder: str) -> List[Path]:
     return files
 
 
-def read_prompts(path: str, stems: Sequence[str]) -> Dict[str, List[str]]:
+@dataclass(frozen=True)
+class EditPrompt:
+    """One prompt of an image: the instruction, and the caption of the desired result when the
+    prompt file gives one (``target_caption``: text judges such as CLIP compare the edit with it)."""
+
+    prompt: str
+    target_caption: Optional[str] = None
+
+
+def read_prompts(path: str, stems: Sequence[str]) -> Dict[str, List[EditPrompt]]:
     """Prompts per image stem from ``path``:
 
     - ``.txt``: one prompt per line, in the images' sorted order (or a single line for all);
-    - ``.csv``: columns ``image`` (file name or stem) and ``prompt``; several rows per image allowed;
+    - ``.csv`` / ``.tsv`` / ``.jsonl``: columns ``image`` (file name or stem) and ``prompt``, optionally
+      ``target_caption``; several rows per image allowed;
     - ``.json``: ``{"name": "prompt" | ["p1", "p2"]}`` or a list in sorted image order.
     """
     p = Path(path)
     if not p.is_file():
         raise InputError(f"--prompts {path}: file not found")
-    out: Dict[str, List[str]] = {s: [] for s in stems}
+    out: Dict[str, List[EditPrompt]] = {s: [] for s in stems}
 
-    def add(name: str, prompt: Any, where: str) -> None:
+    def add(name: str, prompt: Any, where: str, caption: Optional[str] = None) -> None:
         stem = Path(str(name)).stem
         if stem not in out:
             raise InputError(f"{where}: image {name!r} is not among the images ({len(stems)} found)")
         for q in ([prompt] if isinstance(prompt, str) else list(prompt)):
-            out[stem].append(str(q))
+            out[stem].append(EditPrompt(str(q), caption or None))
 
     suffix = p.suffix.lower()
-    if suffix == ".csv":
-        with open(p, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or not {"image", "prompt"} <= set(reader.fieldnames):
-                raise InputError(f"{path}: a prompts CSV needs the columns 'image' and 'prompt', "
-                                 f"found {reader.fieldnames}")
-            for i, row in enumerate(reader, start=2):
-                add(row["image"], row["prompt"], f"{path} line {i}")
+    if suffix in (".csv", ".tsv", ".jsonl"):
+        table = read_table(p)
+        if not {"image", "prompt"} <= set(table.columns):
+            raise InputError(f"{path}: a prompts table needs the columns 'image' and 'prompt' (and optionally "
+                             f"'target_caption'), found {list(table.columns)}")
+        for r in table.rows:
+            add(r.values["image"], r.values["prompt"], f"{path} line {r.line}", r.values.get("target_caption"))
     elif suffix == ".json":
         data = json.loads(p.read_text(encoding="utf-8"))
         if isinstance(data, dict):
@@ -75,7 +85,7 @@ def read_prompts(path: str, stems: Sequence[str]) -> Dict[str, List[str]]:
             raise InputError(f"{path}: {len(lines)} prompt lines for {len(stems)} images; write one line per "
                              "image (sorted by file name), a single line for all, or use a CSV image,prompt")
         for s, q in zip(stems, lines):
-            out[s].append(q)
+            out[s].append(EditPrompt(q))
     missing = [s for s, v in out.items() if not v]
     if missing:
         raise InputError(f"{path}: no prompt for image(s) {missing[:5]}{'...' if len(missing) > 5 else ''}")
@@ -86,8 +96,6 @@ def read_masks(folder: Optional[str], stems: Sequence[str]) -> Dict[str, Any]:
     """Inpainting masks by stem from ``folder`` (same stems as the images); white = repaint."""
     if not folder:
         return {}
-    from isr_metric.data import load_image
-
     files = {p.stem: p for p in list_images(folder)}
     return {s: load_image(files[s])[:1][None] for s in stems if s in files}
 
@@ -127,9 +135,26 @@ def add_editor_args(p) -> None:
     p.add_argument("--masks", default=None, help="inpaint only: folder of masks named like the images (white = repaint)")
 
 
-def load_editor_from_args(args):
-    from ..editors import load_editor
+def editor_load_options(args) -> Dict[str, Any]:
+    """The options of ``--scheduler`` / ``--drop-t5`` / ``--attention-slicing`` /
+    ``--gradient-checkpointing`` given on the command line (what the editor is loaded with)."""
+    kw: Dict[str, Any] = {}
+    for name in ("attention_slicing", "gradient_checkpointing", "drop_t5"):
+        if getattr(args, name):
+            kw[name] = True
+    if args.scheduler:
+        kw["scheduler"] = args.scheduler
+    return kw
 
+
+def model_id(model: str) -> str:
+    """A local model folder as an absolute path (the same folder named two ways is one model), else
+    the hub id as given."""
+    p = Path(model).expanduser()
+    return str(p.resolve()) if p.exists() else model
+
+
+def load_editor_from_args(args):
     kw = dict(device=args.device, dtype=args.dtype, attention_slicing=args.attention_slicing,
               gradient_checkpointing=args.gradient_checkpointing)
     if args.drop_t5:

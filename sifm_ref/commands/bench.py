@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import sys
 
+from ..bench import BenchError, ConfigError, run_bench
 
-def add_parser(sub):
-    p = sub.add_parser("bench", help="run a benchmark from a config: immunize, transform, edit, judge, report",
+
+def add_parser(sub, help: str):
+    p = sub.add_parser("bench", help=help,
                        description="Run every stage of the benchmark described by CONFIG (YAML or JSON, see "
                                    "docs/bench.md). Finished artifacts are reused, so re-running after a crash "
                                    "continues where it stopped. Under `accelerate launch` the work is sharded "
@@ -21,8 +23,6 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from ..bench import BenchError, ConfigError, run_bench
-
     stages = [s.strip() for v in args.only_stage for s in v.split(",") if s.strip()] or None
     try:
         res = run_bench(args.config, out=args.out, stages=stages, dry_run=args.dry_run,

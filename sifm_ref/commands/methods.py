@@ -1,16 +1,16 @@
 """``sifm methods`` / editors listing."""
 from __future__ import annotations
 
+from ..attacks import METHODS, get_method
+from ..editors import EDITORS, get_editor_class
 
-def add_parser(sub):
-    return sub.add_parser("methods", help="list immunization methods and editors",
+
+def add_parser(sub, help: str):
+    return sub.add_parser("methods", help=help,
                           description="List the immunization methods (with their PGD defaults) and the editors.")
 
 
 def run(args) -> int:
-    from ..attacks import METHODS, get_method
-    from ..editors import EDITORS, get_editor_class
-
     print("methods:")
     for name in METHODS:
         cls = get_method(name)

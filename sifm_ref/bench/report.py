@@ -3,79 +3,48 @@ exact McNemar + paired difference against the strongest baseline, legacy metrics
 perturbation visibility per method, image grids and sweep plots (JSON + CSV + HTML)."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
+import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from isr_metric.isr import report_from_samples
-from isr_metric.report import _CSS, _e, _fmt_num, _img_tag, _png, _table, fmt_pct, thumbnail_data_uri
+from isr_metric.data import load_image
+from isr_metric.files import atomic_write
+from isr_metric.legacy import LegacyMetric, lpips_weights_available, psnr, ssim
+from isr_metric.report import (csv_text, figure_data_uri, fmt_num, fmt_pct, new_figure, per_sample_table,
+                               template_environment, thumbnail_data_uri)
+from isr_metric.rules import report_from_samples
 from isr_metric.stats import mcnemar_exact, paired_difference_interval
-from isr_metric.types import ISRReport, SampleVerdict
+from isr_metric.types import EditSample, ISRReport, SampleVerdict
 
-from .bench_config import BenchConfig, slug
+from ..artifacts import slug
+from .config import BenchConfig
+from .plan import EditCell, Plan
 
-__all__ = ["write_bench_report", "cell_key", "PER_EDIT_COLUMNS"]
+__all__ = ["write_bench_report", "PER_EDIT_COLUMNS", "per_edit_table"]
 
 PER_EDIT_COLUMNS = ("key", "method", "base_method", "transform", "editor", "image", "prompt_index", "seed",
                     "prompt", "success", "abstained", "semantic", "perceptual")
-
-
-def cell_key(s: SampleVerdict) -> Tuple[str, str, str]:
-    return (str(s.method), str(s.meta.get("transform")), str(s.meta.get("editor")))
-
-
-def _item(s: SampleVerdict) -> str:
-    return f"{s.meta.get('image')}__p{s.meta.get('prompt_index')}__s{s.meta.get('seed')}"
 
 
 def _nan(x: Optional[float]) -> Optional[float]:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def _b(x: Optional[bool]) -> str:
-    return "" if x is None else str(int(bool(x)))
-
-
-def per_edit_rows(report: ISRReport) -> Tuple[List[str], List[List[str]]]:
-    judges = list(report.judge_names())
-    legacy = [m["metric"] for m in (report.meta.get("legacy") or {}).get("metrics", [])]
-    head = list(PER_EDIT_COLUMNS) + [f"{j}:{c}" for j in judges for c in ("score", "success", "abstained")] \
-        + [f"legacy:{m}" for m in legacy]
-    rows = []
-    for s in sorted(report.per_sample, key=lambda s: s.key):
-        r = [s.key, s.method or "", s.meta.get("base_method", ""), s.meta.get("transform", ""),
-             s.meta.get("editor", ""), s.meta.get("image", ""), str(s.meta.get("prompt_index", "")),
-             str(s.meta.get("seed", "")), s.prompt or "", _b(s.success), str(int(s.abstained)), _b(s.semantic),
-             _b(s.perceptual)]
-        for j in judges:
-            jr = s.judges.get(j)
-            r += ["", "", ""] if jr is None else [
-                "" if math.isnan(jr.score) else repr(float(jr.score)), _b(None if jr.abstained else jr.success),
-                str(int(jr.abstained))]
-        lv = s.meta.get("legacy") or {}
-        r += ["" if lv.get(m) is None else repr(float(lv[m])) for m in legacy]
-        rows.append(r)
-    return head, rows
-
-
-def _csv(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(head)
-    w.writerows(rows)
-    return buf.getvalue()
+def per_edit_table(report: ISRReport) -> Tuple[List[str], List[List[str]]]:
+    """``bench_per_edit.csv``: :data:`PER_EDIT_COLUMNS`, each judge's score / success /
+    abstained, and the legacy metrics; sorted by key."""
+    cols = [c if c in ("key", "method", "seed", "prompt", "success", "abstained", "semantic", "perceptual")
+            else f"meta:{c}" for c in PER_EDIT_COLUMNS]
+    header, rows = per_sample_table(report, columns=cols, judge_fields=("score", "success", "abstained"),
+                                    trailing=(), order=lambda s: s.key)
+    return [h[5:] if h.startswith("meta:") else h for h in header], rows
 
 
 def _visibility(cfg: BenchConfig, plan, out: Path) -> Dict[str, Dict[str, Any]]:
     """PSNR / SSIM / L-inf (+ LPIPS when its weights are on disk) between each source and its
     protected image, per method variant."""
-    from isr_metric.data import load_image
-    from isr_metric.legacy import LegacyMetric, lpips_weights_available, psnr, ssim
-    from isr_metric.types import EditSample
-
     lp = None
     lp_note = None
     try:
@@ -178,14 +147,10 @@ def _sweeps(cfg: BenchConfig, cells: Mapping[Tuple[str, str, str], Dict[str, Any
 
 
 def _sweep_plot(sw: Mapping[str, Any]) -> Optional[str]:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    fig = new_figure((5.5, 3.6))
+    if fig is None:
         return None
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax = fig.subplots()
     for name, pts in sw["lines"].items():
         xs = [p["value"] for p in pts]
         ys = [100 * (p["isr"] if p["isr"] is not None else float("nan")) for p in pts]
@@ -199,51 +164,47 @@ def _sweep_plot(sw: Mapping[str, Any]) -> Optional[str]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(f"ISR vs {sw['param']} ({sw['entry']})", fontsize=9)
-    return _png(fig)
+    return figure_data_uri(fig)
 
 
-def _grids(cfg: BenchConfig, report: ISRReport, out: Path) -> List[Tuple[str, str]]:
-    """(title, html table) per method x transform: source / protected / clean edit / protected edit
-    for the first ``report.grid_images`` images (first editor, first prompt, first seed)."""
+def _grids(cfg: BenchConfig, report: ISRReport, cells: Mapping[str, EditCell]) -> List[Dict[str, Any]]:
+    """Per method x transform: source / protected / clean edit / protected edit for the first
+    ``report.grid_images`` images (first editor, first prompt, first seed)."""
     n = cfg.report["grid_images"]
     if not n:
         return []
     e0, s0 = cfg.editors[0].label, cfg.seeds[0]
-    by_key = {s.key: s for s in report.per_sample}
     grids = []
-    import os
-
     for v in cfg.methods:
         for t in cfg.transforms:
             rows = []
-            for s in [s for s in report.per_sample if cell_key(s) == (v.label, t.label, e0)
-                      and str(s.meta.get("prompt_index")) == "0" and str(s.meta.get("seed")) == str(s0)][:n]:
-                s = by_key[s.key]
-                paths = [s.meta.get("source"), os.path.join(str(out), str(s.meta.get("protected", ""))),
-                         s.meta.get("reference"), s.meta.get("edited")]
-                thumbs = [_img_tag(thumbnail_data_uri(p, size=96) if p and os.path.isfile(p) else None, role)
-                          for p, role in zip(paths, ("source", "protected", "clean edit", "protected edit"))]
+            for s in [s for s in report.per_sample if s.key in cells and cells[s.key].cell == (v.label, t.label, e0)
+                      and cells[s.key].j == 0 and cells[s.key].seed == s0][:n]:
+                paths = [s.source, str(cells[s.key].protected), s.reference, s.edited]
+                roles = ("source", "protected", "clean edit", "protected edit")
                 verdict = "abstained" if s.success is None else ("success" if s.success else "failure")
-                rows.append([s.meta.get("image"), *thumbs, s.prompt, verdict])
+                rows.append({"image": cells[s.key].item.key, "prompt": s.prompt, "verdict": verdict,
+                             "thumbs": [(role, thumbnail_data_uri(p, size=96) if p and os.path.isfile(p) else None)
+                                        for p, role in zip(paths, roles)]})
             if rows:
-                grids.append((f"{v.label} · {t.label} · {e0}", _table(
-                    ["image", "source", f"protected ({t.label})", "clean edit", "protected edit", "prompt",
-                     "ISR verdict"], rows, raw_cols=(1, 2, 3, 4))))
+                grids.append({"title": f"{v.label} · {t.label} · {e0}", "rows": rows,
+                              "header": ["image", "source", f"protected ({t.label})", "clean edit", "protected edit",
+                                         "prompt", "ISR verdict"]})
     return grids
 
 
-def write_bench_report(cfg: BenchConfig, report: ISRReport, plan, out: Path, *,
+def write_bench_report(cfg: BenchConfig, report: ISRReport, plan: Plan, out: Path, *,
                        counts: Optional[Mapping[str, Any]] = None, log: Callable[[str], None] = print
                        ) -> Dict[str, str]:
     """Compute the bench tables from the evaluated ``report`` and write ``bench_report.json``,
     ``bench_table.csv``, ``bench_per_edit.csv`` and ``bench_report.html`` into ``out``."""
-    from .bench import _write_text_atomic
-
     conf, n_boot, seed = cfg.report["confidence"], cfg.report["n_boot"], cfg.seed
-    legacy = [m["metric"] for m in (report.meta.get("legacy") or {}).get("metrics", [])]
+    legacy = list(report.legacy_names())
+    edit_cells = plan.cells()
     groups: Dict[Tuple[str, str, str], List[SampleVerdict]] = {}
     for s in report.per_sample:
-        groups.setdefault(cell_key(s), []).append(s)
+        if s.key in edit_cells:
+            groups.setdefault(edit_cells[s.key].cell, []).append(s)
     cells: Dict[Tuple[str, str, str], Dict[str, Any]] = {}
     for v in cfg.methods:
         for t in cfg.transforms:
@@ -256,8 +217,7 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan, out: Path, *,
                                         n_boot=n_boot, seed=seed)
                 lm = {}
                 for m in legacy:
-                    vals = [float(s.meta["legacy"][m]) for s in rows
-                            if (s.meta.get("legacy") or {}).get(m) is not None]
+                    vals = [float(s.legacy[m]) for s in rows if s.legacy.get(m) is not None]
                     lm[m] = sum(vals) / len(vals) if vals else None
                 cells[k] = {"method": v.label, "base_method": v.name, "transform": t.label, "editor": e.label,
                             "isr": _nan(r.isr), "ci_low": _nan(r.ci_low), "ci_high": _nan(r.ci_high),
@@ -275,12 +235,13 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan, out: Path, *,
     if baseline is not None:
         for t in cfg.transforms:
             for e in cfg.editors:
-                base = {_item(s): s for s in groups.get((baseline, t.label, e.label), []) if s.success is not None}
+                base = {edit_cells[s.key].pair: s for s in groups.get((baseline, t.label, e.label), [])
+                        if s.success is not None}
                 for v in cfg.methods:
                     if v.label == baseline:
                         continue
-                    pairs = [(s, base[_item(s)]) for s in groups.get((v.label, t.label, e.label), [])
-                             if s.success is not None and _item(s) in base]
+                    pairs = [(s, base[edit_cells[s.key].pair]) for s in groups.get((v.label, t.label, e.label), [])
+                             if s.success is not None and edit_cells[s.key].pair in base]
                     a = [bool(p[0].success) for p in pairs]
                     b = [bool(p[1].success) for p in pairs]
                     mc = mcnemar_exact(a, b) if pairs else None
@@ -308,12 +269,12 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan, out: Path, *,
                        "n_abstained": r.n_abstained} for k, r in pooled.items()},
         "cells": list(cells.values()), "comparisons": comparisons, "visibility": visibility, "sweeps": sweeps,
         "n_failures": len(report.failures), "stage_counts": dict(counts or {}),
-        "package_version": report.meta.get("package_version"),
+        "package_version": report.run.package_version if report.run is not None else None,
     }
     out = Path(out)
     paths = {}
     p = out / "bench_report.json"
-    _write_text_atomic(p, json.dumps(summary, indent=1, default=str))
+    atomic_write(p, json.dumps(summary, indent=1, default=str))
     paths["json"] = str(p)
     head = ["method", "base_method", "transform", "editor", "isr", "ci_low", "ci_high", "ci_method", "n", "n_success",
             "n_abstained", "n_failed", "semantic_rate", "degradation_rate"] + [f"legacy:{m}" for m in legacy] + \
@@ -333,14 +294,13 @@ def write_bench_report(cfg: BenchConfig, report: ISRReport, plan, out: Path, *,
             "" if not cp.get("mcnemar") else cp["mcnemar"]["pvalue"],
             *("" if not vis.get(m) or vis[m]["mean"] is None else vis[m]["mean"] for m in ("psnr", "ssim", "lpips", "linf"))])
     p = out / "bench_table.csv"
-    _write_text_atomic(p, _csv(head, rows))
+    atomic_write(p, csv_text(head, rows))
     paths["csv"] = str(p)
-    eh, er = per_edit_rows(report)
     p = out / "bench_per_edit.csv"
-    _write_text_atomic(p, _csv(eh, er))
+    atomic_write(p, csv_text(*per_edit_table(report)))
     paths["per_edit"] = str(p)
     p = out / "bench_report.html"
-    _write_text_atomic(p, _html(cfg, summary, cells, comparisons, visibility, sweeps, _grids(cfg, report, out), legacy))
+    atomic_write(p, _html(cfg, summary, cells, comparisons, visibility, sweeps, _grids(cfg, report, edit_cells), legacy))
     paths["html"] = str(p)
     for line in _console_table(cfg, cells, baseline, comp):
         log(line)
@@ -367,19 +327,13 @@ def _html(cfg, summary, cells, comparisons, visibility, sweeps, grids, legacy) -
     conf = int(round(100 * summary["confidence"]))
     cell_rows = [[c["method"], c["transform"], c["editor"], _ci(c), c["ci_method"], c["n"], c["n_abstained"],
                   c["n_failed"], fmt_pct(c["semantic_rate"]), fmt_pct(c["degradation_rate"]),
-                  *[_fmt_num(c["legacy_mean"][m]) for m in legacy]] for c in cells.values()]
-    cell_html = _table(["method", "transform", "editor", f"ISR [{conf}% CI]", "interval", "n", "abstained",
-                        "failed", "semantic mismatch", "degraded", *[f"mean {m} (edit vs clean edit)" for m in legacy]],
-                       cell_rows)
+                  *[fmt_num(c["legacy_mean"][m]) for m in legacy]] for c in cells.values()]
     comp_rows = [[c["method"], c["transform"], c["editor"], c["n_pairs"], fmt_pct(c["isr_method"]),
                   fmt_pct(c["isr_baseline"]),
                   "" if c["difference"] is None else
                   f"{100 * c['difference']:+.1f} pts [{100 * c['diff_ci_low']:+.1f}, {100 * c['diff_ci_high']:+.1f}]",
                   "" if not c["mcnemar"] else f"{c['mcnemar']['b']} / {c['mcnemar']['c']}",
                   "" if not c["mcnemar"] else f"{c['mcnemar']['pvalue']:.3g}"] for c in comparisons]
-    comp_html = _table(["method", "transform", "editor", "paired edits", "ISR method", "ISR baseline",
-                        f"difference [{conf}% CI]", "discordant (method only / baseline only)", "McNemar exact p"],
-                       comp_rows)
     vis_rows = []
     note = ""
     for lab, v in visibility.items():
@@ -388,36 +342,11 @@ def _html(cfg, summary, cells, comparisons, visibility, sweeps, grids, legacy) -
         vis_rows.append([lab, v.get("eps") if v.get("eps") is not None else "", f("psnr"), f("ssim"), f("lpips") or "n/a",
                          f("linf"), v["n_images"]])
         note = v.get("lpips_note") or note
-    vis_html = _table(["method", "eps", "PSNR dB (min–max)", "SSIM", "LPIPS", "L∞", "images"], vis_rows)
-    sweep_html = ""
-    for sw in sweeps:
-        uri = _sweep_plot(sw)
-        if uri:
-            sweep_html += f'<figure><img src="{uri}" alt="sweep"><figcaption>{_e(sw["entry"])}: ISR vs ' \
-                          f'{_e(sw["param"])}</figcaption></figure>'
-    grid_html = "".join(f"<h3>{_e(t)}</h3>{g}" for t, g in grids)
+    sweep_figs = [(f"{sw['entry']}: ISR vs {sw['param']}", uri) for sw in sweeps for uri in [_sweep_plot(sw)] if uri]
     counts = summary.get("stage_counts") or {}
-    count_html = _table(["stage", "units", "reused", "computed"],
-                        [[k, v.get("total"), v.get("reused"), v.get("computed")] for k, v in counts.items()])
-    title = cfg.report.get("title") or f"sifm bench: {cfg.name}"
-    return f"""<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>{_e(title)}</title><style>{_CSS}</style></head><body>
-<h1>{_e(title)}</h1>
-<p>{summary['n_images']} source images, seeds {_e(summary['seeds'])}; judges
-{_e(', '.join(j['name'] for j in summary['judges']))}; rule {_e(summary['rule'])}. Intervals: {conf}% cluster
-bootstrap over source images (Wilson when every image has one edit). Baseline for the paired tests:
-<b>{_e(summary['baseline'])}</b> ({_e(summary['baseline_rule'])}).</p>
-<h2>ISR per method × transform × editor</h2>{cell_html}
-<h2>Against the strongest baseline (same edits, paired)</h2>
-<p class="note">McNemar's exact test on the discordant pairs; the difference interval is a cluster bootstrap
-over source images.</p>{comp_html}
-<h2>Perturbation visibility (source vs protected)</h2>
-<p class="note">A method that wrecks the photo "succeeds" trivially: read ISR together with how visible the
-perturbation is. {_e(note)}</p>{vis_html}
-{'<h2>Sweeps</h2>' + sweep_html if sweep_html else ''}
-<h2>Image grids</h2>{grid_html}
-<h2>Stages</h2>{count_html}
-<p class="muted">Every edit with every judge's score: eval/report.html; tables: bench_table.csv,
-bench_per_edit.csv; everything: bench_report.json. isr-metric {_e(summary.get('package_version'))}.</p>
-</body></html>
-"""
+    return template_environment("sifm_ref").get_template("bench_report.html.j2").render(
+        title=cfg.report.get("title") or f"sifm bench: {cfg.name}", summary=summary, conf=conf,
+        cell_header=["method", "transform", "editor", f"ISR [{conf}% CI]", "interval", "n", "abstained", "failed",
+                     "semantic mismatch", "degraded", *[f"mean {m} (edit vs clean edit)" for m in legacy]],
+        cells=cell_rows, comparisons=comp_rows, visibility=vis_rows, lpips_note=note, sweeps=sweep_figs,
+        grids=grids, counts=[[k, v.get("total"), v.get("reused"), v.get("computed")] for k, v in counts.items()])
