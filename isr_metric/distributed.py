@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .cache import CACHE_FILE, ScoreCache
 from .data import MAX_PIXELS
@@ -42,8 +42,8 @@ from .loader import DEFAULT_MEMO_BYTES, RowRejection, ScoreLoader
 from .scoring import SampleScores, Scorer, ScoringRun
 from .types import EditSample
 
-__all__ = ["Processes", "ShardedScores", "score_sharded", "shard_batches", "shard_files", "launched_world_size",
-           "SHARDS_DIR"]
+__all__ = ["Processes", "ShardedRun", "ShardedScores", "score_sharded", "shard_batches", "shard_files",
+           "launched_world_size", "fingerprint", "SHARDS_DIR"]
 
 #: sub-folder of a cache folder that holds the per-process files of distributed runs
 SHARDS_DIR = "shards"
@@ -156,21 +156,75 @@ class ShardedScores:
     processes: List[Dict[str, Any]] = field(default_factory=list)
 
 
-def _open_cache(cache: Optional[ScoreCache], procs: Processes,
-                started: float) -> Tuple[ScoreCache, Optional[Path], List[Path]]:
-    """(this process's cache, its own shard file or None, the shard files killed runs left for the
-    main process to merge at the end)."""
-    if cache is None:
-        return ScoreCache.in_memory(), None, []
-    if cache.path is None:  # in memory: each process keeps its own
-        return cache, None, []
-    left = shard_files(cache.dir)
-    if procs.world == 1:  # alone: merge what killed runs left now, then use the shared file
-        _merge_leftovers(cache, left, started)
-        return cache, None, []
-    own = Path(cache.dir, SHARDS_DIR, f"{socket.gethostname()}-{os.getpid()}")
-    local = ScoreCache(own, reuse_abstentions=cache.reuse_abstentions, read_also=[cache.path, *left])
-    return local, local.path, left
+class ShardedRun:
+    """The score cache and the gathering of one sharded run, for a caller that scores its own
+    batches (:func:`score_sharded`, :func:`isr_metric.evaluate.evaluate`).
+
+    Created on every process with the same arguments: opens this process's cache (``local``: a
+    shard file of ``cache`` that also reads the shared file and the shard files killed runs left,
+    see the module doc) and waits until every process has read the cache files. The caller scores
+    its share of the batches (:func:`shard_batches`) through ``local``, then calls :meth:`gather`
+    once.
+
+    Args:
+        cache: the shared score cache (a folder; in memory: each process its own; None: in memory).
+        processes: this launch (default :class:`Processes`\\ ()).
+    """
+
+    def __init__(self, cache: Optional[ScoreCache] = None, processes: Optional[Processes] = None) -> None:
+        self.procs = processes if processes is not None else Processes()
+        self.cache = cache
+        self.started = time.time()
+        self._t0 = time.perf_counter()
+        self.local, self._own, self._left = self._open()
+        self.procs.barrier()  # every process has read the cache files before any writes its own
+
+    def _open(self) -> Tuple[ScoreCache, Optional[Path], List[Path]]:
+        """(this process's cache, its own shard file or None, the shard files killed runs left for
+        the main process to merge at the end)."""
+        cache, procs = self.cache, self.procs
+        if cache is None:
+            return ScoreCache.in_memory(), None, []
+        if cache.path is None:  # in memory: each process keeps its own
+            return cache, None, []
+        left = shard_files(cache.dir)
+        if procs.world == 1:  # alone: merge what killed runs left now, then use the shared file
+            _merge_leftovers(cache, left, self.started)
+            return cache, None, []
+        own = Path(cache.dir, SHARDS_DIR, f"{socket.gethostname()}-{os.getpid()}")
+        local = ScoreCache(own, reuse_abstentions=cache.reuse_abstentions, read_also=[cache.path, *left])
+        return local, local.path, left
+
+    def record(self, **fields: Any) -> Dict[str, Any]:
+        """This process's record: rank, world, device, host, seconds so far, and ``fields``."""
+        return dict(self.procs.describe(), seconds=time.perf_counter() - self._t0, **fields)
+
+    def gather(self, payload: Any, *, record: Mapping[str, Any], inputs: str) -> List[Tuple[Dict[str, Any], Any]]:
+        """Send this process's ``payload`` and ``record`` to every process; returns ``(record,
+        payload)`` of every process in rank order, on every process. ``inputs`` fingerprints what
+        this process was given (:func:`fingerprint`): processes given different inputs all raise.
+        The main process merges the new cache entries of every process into the shared cache;
+        then the shard files go."""
+        procs = self.procs
+        lines = self._own.read_bytes() if self._own is not None and self._own.is_file() else b""
+        got = procs.gather({"record": dict(record), "payload": payload, "lines": lines, "input": inputs})
+        differ = len({g["input"] for g in got}) > 1
+        if procs.is_main and not differ and self.cache is not None and self.cache.path is not None:
+            for g in got:
+                self.cache.import_lines(g["lines"])
+            _merge_leftovers(self.cache, self._left, self.started)
+        procs.barrier()  # the main process holds every entry: the shard files can go
+        if self._own is not None:
+            try:
+                self._own.unlink()
+                self._own.parent.rmdir()
+            except OSError:
+                pass
+        if differ:
+            raise RuntimeError(f"the {procs.world} processes were given different rows ({len({g['input'] for g in got})} "
+                               "different lists of keys): every process must score the same samples in the same "
+                               "order (e.g. read the same manifest, with the same options)")
+        return [(g["record"], g["payload"]) for g in got]
 
 
 def _merge_leftovers(cache: ScoreCache, files: Iterable[Path], started: float) -> int:
@@ -194,12 +248,19 @@ def _merge_leftovers(cache: ScoreCache, files: Iterable[Path], started: float) -
     return n
 
 
-def _fingerprint(samples: Sequence[EditSample]) -> str:
+def fingerprint(keys: Iterable[Any]) -> str:
+    """A short digest of an input list (sample keys, paths ...): equal lists give equal digests."""
     h = hashlib.sha256()
-    for s in samples:
-        h.update(repr((s.resolved_key(), str(s.edited) if isinstance(s.edited, (str, os.PathLike)) else None))
-                 .encode("utf-8", "surrogatepass"))
-    return f"{len(samples)}:{h.hexdigest()}"
+    n = 0
+    for k in keys:
+        h.update(repr(k).encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+        n += 1
+    return f"{n}:{h.hexdigest()}"
+
+
+def _sample_keys(samples: Sequence[EditSample]) -> Iterable[Any]:
+    return ((s.resolved_key(), str(s.edited) if isinstance(s.edited, (str, os.PathLike)) else None) for s in samples)
 
 
 def score_sharded(scorers: Sequence[Scorer], samples: Sequence[EditSample], *, cache: Optional[ScoreCache] = None,
@@ -220,13 +281,10 @@ def score_sharded(scorers: Sequence[Scorer], samples: Sequence[EditSample], *, c
     Returns:
         :class:`ShardedScores` on the main process, None on the others.
     """
-    procs = processes if processes is not None else Processes()
     samples = list(samples)
-    started = time.time()
-    t0 = time.perf_counter()
-    local, own, left = _open_cache(cache, procs, started)
-    procs.barrier()  # every process has read the cache files before any writes its own
-    run = ScoringRun(list(scorers), cache=local)
+    shards = ShardedRun(cache, processes)
+    procs = shards.procs
+    run = ScoringRun(list(scorers), cache=shards.local)
     loader = ScoreLoader(run, num_workers=num_workers, reject_rows=reject_rows, needs=needs, max_pixels=max_pixels,
                          memo_bytes=memo_bytes)
     mine = shard_batches(len(samples), batch_size, world=procs.world, rank=procs.rank)
@@ -234,43 +292,24 @@ def score_sharded(scorers: Sequence[Scorer], samples: Sequence[EditSample], *, c
     for (k, rows), b in zip(mine, loader.batches([samples[i] for i in rows] for _, rows in mine)):
         rejected = [dataclasses.replace(r, index=rows[r.index]) for r in b.rejected]
         done.append((rows, b.results, b.cached, rejected))
-    record = dict(procs.describe(), rows=sum(len(r) for _, r in mine), batches=len(mine), calls=list(run.calls),
-                  seconds=time.perf_counter() - t0, loader=loader.stats.as_dict(),
-                  decoded=loader.memo.decoded, decode_hits=loader.memo.hits)
-    lines = own.read_bytes() if own is not None and own.is_file() else b""
-    got = procs.gather({"record": record, "batches": done, "lines": lines, "input": _fingerprint(samples)})
-    out = None
-    if procs.is_main:
-        inputs = {g["input"] for g in got}
-        if len(inputs) > 1:
-            raise RuntimeError(f"the {procs.world} processes scored different samples ({len(inputs)} different "
-                               "lists of keys): every process must pass score_sharded the same samples, in the "
-                               "same order (e.g. read the same manifest)")
-        if cache is not None and cache.path is not None:
-            for g in got:
-                cache.import_lines(g["lines"])
-            _merge_leftovers(cache, left, started)
-        n = len(samples)
-        results: List[List[Optional[SampleScores]]] = [[None] * n for _ in run.scorers]
-        cached = [False] * n
-        rejected_all: List[RowRejection] = []
-        for g in got:
-            for rows, res, cach, rej in g["batches"]:
-                for si, per in enumerate(res):
-                    for j, pos in enumerate(rows):
-                        results[si][pos] = per[j]
+    record = shards.record(rows=sum(len(r) for _, r in mine), batches=len(mine), calls=list(run.calls),
+                           loader=loader.stats.as_dict(), decoded=loader.memo.decoded, decode_hits=loader.memo.hits)
+    got = shards.gather(done, record=record, inputs=fingerprint(_sample_keys(samples)))
+    if not procs.is_main:
+        return None
+    n = len(samples)
+    results: List[List[Optional[SampleScores]]] = [[None] * n for _ in run.scorers]
+    cached = [False] * n
+    rejected_all: List[RowRejection] = []
+    for _, batches in got:
+        for rows, res, cach, rej in batches:
+            for si, per in enumerate(res):
                 for j, pos in enumerate(rows):
-                    cached[pos] = cach[j]
-                rejected_all += rej
-        calls = [sum(g["record"]["calls"][si] for g in got) for si in range(len(run.scorers))]
-        out = ShardedScores(results=results, cached=cached,  # type: ignore[arg-type]
-                            rejected=sorted(rejected_all, key=lambda r: r.index), calls=calls,
-                            processes=[g["record"] for g in got])
-    procs.barrier()  # the main process holds every entry: the shard files can go
-    if own is not None:
-        try:
-            own.unlink()
-            own.parent.rmdir()
-        except OSError:
-            pass
-    return out
+                    results[si][pos] = per[j]
+            for j, pos in enumerate(rows):
+                cached[pos] = cach[j]
+            rejected_all += rej
+    calls = [sum(r["calls"][si] for r, _ in got) for si in range(len(run.scorers))]
+    return ShardedScores(results=results, cached=cached,  # type: ignore[arg-type]
+                         rejected=sorted(rejected_all, key=lambda r: r.index), calls=calls,
+                         processes=[r for r, _ in got])
