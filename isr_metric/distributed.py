@@ -34,12 +34,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from .cache import CACHE_FILE, ScoreCache
+from .cache import CACHE_FILE, CacheEntry, ScoreCache
 from .data import MAX_PIXELS
 from .loader import DEFAULT_MEMO_BYTES, RowRejection, ScoreLoader
-from .scoring import SampleScores, Scorer, ScoringRun
+from .scoring import SampleScores, Scored, Scorer, ScoringRun
 from .types import EditSample
 
 __all__ = ["Processes", "ShardedRun", "ShardedScores", "score_sharded", "shard_batches", "shard_files",
@@ -156,6 +156,56 @@ class ShardedScores:
     processes: List[Dict[str, Any]] = field(default_factory=list)
 
 
+_DEFERRED = "computed by another process"  # stats key of a placeholder part (its request key)
+
+
+class _Peek:
+    """A cache view whose lookups do not count (planning ahead)."""
+
+    def __init__(self, cache: ScoreCache) -> None:
+        self.get = cache.peek
+
+
+class _Overlay:
+    """``received`` entries, then the cache (writes go to the cache)."""
+
+    def __init__(self, cache: ScoreCache, received: Mapping[str, CacheEntry]) -> None:
+        self.cache, self.received = cache, received
+
+    def get(self, key: str) -> Optional[CacheEntry]:
+        return self.received.get(key) or self.cache.get(key)
+
+    def put_many(self, items: Iterable[Tuple[str, CacheEntry]], **kw: Any) -> None:
+        self.cache.put_many(items, **kw)
+
+
+class _ShardView:
+    """This process's cache as its scoring run sees it: requests another process computes
+    (``deferred``) are placeholders (never stored); entries other processes need (``wanted``) are
+    kept in ``sent`` as they are computed."""
+
+    def __init__(self, cache: ScoreCache, deferred: Set[str], wanted: Set[str]) -> None:
+        self.cache, self.deferred, self.wanted = cache, deferred, wanted
+        self.sent: Dict[str, CacheEntry] = {}
+
+    def peek(self, key: str) -> Optional[CacheEntry]:
+        got = self.cache.peek(key)
+        if got is None and key in self.deferred:
+            return CacheEntry(float("nan"), None, False, {_DEFERRED: key})
+        return got
+
+    def get(self, key: str) -> Optional[CacheEntry]:
+        return self.peek(key) if key in self.deferred else self.cache.get(key)
+
+    def put_many(self, items: Iterable[Tuple[str, CacheEntry]], **kw: Any) -> None:
+        items = list(items)
+        self.sent.update((k, e) for k, e in items if k in self.wanted)
+        self.cache.put_many(items, **kw)
+
+    def __getattr__(self, name: str) -> Any:  # path, dir, reuse_abstentions ...
+        return getattr(self.cache, name)
+
+
 class ShardedRun:
     """The score cache and the gathering of one sharded run, for a caller that scores its own
     batches (:func:`score_sharded`, :func:`isr_metric.evaluate.evaluate`).
@@ -164,7 +214,9 @@ class ShardedRun:
     shard file of ``cache`` that also reads the shared file and the shard files killed runs left,
     see the module doc) and waits until every process has read the cache files. The caller scores
     its share of the batches (:func:`shard_batches`) through ``local``, then calls :meth:`gather`
-    once.
+    once. With :meth:`assign` before scoring (through :attr:`view`) and :meth:`settle` after,
+    each request is computed once, by the batch that one process would compute it in, so the
+    scores are the same for 1, 2 or N processes to the last bit.
 
     Args:
         cache: the shared score cache (a folder; in memory: each process its own; None: in memory).
@@ -177,6 +229,9 @@ class ShardedRun:
         self.started = time.time()
         self._t0 = time.perf_counter()
         self.local, self._own, self._left = self._open()
+        #: the cache the scoring run reads and writes (several processes: a view of ``local`` that
+        #: :meth:`assign` tells which requests other processes compute)
+        self.view: Any = _ShardView(self.local, set(), set()) if self.procs.world > 1 else self.local
         self.procs.barrier()  # every process has read the cache files before any writes its own
 
     def _open(self) -> Tuple[ScoreCache, Optional[Path], List[Path]]:
@@ -194,6 +249,98 @@ class ShardedRun:
         own = Path(cache.dir, SHARDS_DIR, f"{socket.gethostname()}-{os.getpid()}")
         local = ScoreCache(own, reuse_abstentions=cache.reuse_abstentions, read_also=[cache.path, *left])
         return local, local.path, left
+
+    # -- one computation per request, in the company of the batch one process would compute it in --
+    def assign(self, scorers: Sequence[Scorer], batches: Iterable[Tuple[int, Sequence[EditSample]]], *,
+               rejects: Optional[Callable[[EditSample], bool]] = None) -> None:
+        """Agree which batch computes each request, before scoring (every process, its own
+        ``(k, samples)``): the batch one process would compute it in -- the first, in input
+        order, that misses it in the cache as it was at the start and has a row using it that is
+        not rejected (``rejects(sample)``: the row's images do not decode, ...) -- so that it is
+        computed with the same other requests ("company": batched kernels differ in the last bits
+        with it). A batch that needs a request an earlier batch of another process computes does
+        not compute it (:attr:`view` answers a placeholder) and :meth:`settle` fills it in."""
+        if not isinstance(self.view, _ShardView):
+            return
+        peek = ScoringRun(list(scorers), cache=_Peek(self.local))  # type: ignore[arg-type]
+        misses: Dict[int, List[str]] = {}
+        users: Dict[int, Tuple[Sequence[EditSample], Dict[str, Set[int]]]] = {}
+        for k, samples in batches:
+            plan = peek.plan(list(samples)) if samples else None
+            misses[k] = plan.misses if plan is not None else []
+            users[k] = (samples, {key: plan.users[key] for key in misses[k]} if plan is not None else {})
+            peek.release_images()
+        everyone: Dict[int, List[str]] = {}
+        for part in self.procs.gather(misses):
+            everyone.update(part)
+        n_batches: Dict[str, int] = {}
+        for keys in everyone.values():
+            for key in keys:
+                n_batches[key] = n_batches.get(key, 0) + 1
+        # a request of several batches: this process's first batch with a row that is not rejected
+        bad: Dict[Tuple[int, int], bool] = {}
+        first: Dict[str, int] = {}
+        for k in sorted(users):
+            samples, used = users[k]
+            for key, rows in used.items():
+                if n_batches[key] < 2 or key in first:
+                    continue
+                for i in sorted(rows):
+                    if (k, i) not in bad:
+                        bad[k, i] = bool(rejects(samples[i])) if rejects is not None else False
+                    if not bad[k, i]:
+                        first[key] = k
+                        break
+        owner: Dict[str, int] = {}
+        for part in self.procs.gather(first):
+            for key, k in part.items():
+                owner[key] = min(k, owner.get(key, k))
+        for k in sorted(everyone):  # a request of one batch: that batch
+            for key in everyone[k]:
+                if n_batches[key] < 2:
+                    owner[key] = k
+        world, rank = self.procs.world, self.procs.rank
+        # deferred: computed by an earlier batch of another process (a later owner means that every
+        # row of this batch that uses it is rejected: a miss here, as for one process)
+        self.view.deferred = {key for k in misses for key in misses[k]
+                              if key in owner and owner[key] < k and owner[key] % world != rank}
+        self.view.wanted = {key for k, keys in everyone.items() if k % world != rank for key in keys
+                            if key in owner and owner[key] < k and owner[key] % world == rank}
+
+    def settle(self, scorers: Sequence[Scorer],
+               batches: Sequence[Tuple[Sequence[EditSample], List[List[SampleScores]]]]) -> int:
+        """After every batch of this process is scored (every process calls it): exchange the
+        requests that batches of other processes computed for this one, and fill them into the
+        results (``(samples, per scorer per sample outcomes)`` of each batch, replaced in place).
+        A request its batch did not compute after all (the rows that needed it there were
+        rejected) is computed here. Returns how many placeholders were filled."""
+        view = self.view
+        if not isinstance(view, _ShardView):
+            return 0
+        received: Dict[str, CacheEntry] = {}
+        for part in self.procs.gather(view.sent):
+            received.update({k: e for k, e in part.items() if k in view.deferred})
+        n, redo = 0, []
+        for samples, results in batches:
+            for per in results:
+                for i, ss in enumerate(per):
+                    keys = {name: p.stats[_DEFERRED] for name, p in ss.parts.items() if _DEFERRED in p.stats}
+                    if not keys:
+                        continue
+                    if any(k not in received for k in keys.values()):
+                        redo.append((samples, results))
+                        continue
+                    parts = dict(ss.parts)
+                    for name, key in keys.items():
+                        e = received[key]
+                        parts[name] = Scored(e.value, e.reason, e.transient, True, dict(e.stats))
+                    per[i] = dataclasses.replace(ss, parts=parts)
+                    n += len(keys)
+        run = ScoringRun(list(scorers), cache=_Overlay(self.local, received))  # type: ignore[arg-type]
+        for samples, results in {id(r): (s, r) for s, r in redo}.values():
+            results[:] = run.run(list(samples))
+            n += 1
+        return n
 
     def record(self, **fields: Any) -> Dict[str, Any]:
         """This process's record: rank, world, device, host, seconds so far, and ``fields``."""
@@ -284,14 +431,22 @@ def score_sharded(scorers: Sequence[Scorer], samples: Sequence[EditSample], *, c
     samples = list(samples)
     shards = ShardedRun(cache, processes)
     procs = shards.procs
-    run = ScoringRun(list(scorers), cache=shards.local)
+    mine = shard_batches(len(samples), batch_size, world=procs.world, rank=procs.rank)
+    run = ScoringRun(list(scorers), cache=shards.view)
     loader = ScoreLoader(run, num_workers=num_workers, reject_rows=reject_rows, needs=needs, max_pixels=max_pixels,
                          memo_bytes=memo_bytes)
-    mine = shard_batches(len(samples), batch_size, world=procs.world, rank=procs.rank)
-    done = []
+    shards.assign(scorers, [(k, [samples[i] for i in rows]) for k, rows in mine],  # each request computed once
+                  rejects=loader.rejects)
+    done, kept = [], []
     for (k, rows), b in zip(mine, loader.batches([samples[i] for i in rows] for _, rows in mine)):
         rejected = [dataclasses.replace(r, index=rows[r.index]) for r in b.rejected]
         done.append((rows, b.results, b.cached, rejected))
+        kept.append(([b.samples[i] for i in b.kept], [[per[i] for i in b.kept] for per in b.results], b))
+    shards.settle(scorers, [(s, r) for s, r, _ in kept])
+    for _, res, b in kept:  # filled in: back into the batch's rows
+        for per, got in zip(b.results, res):
+            for i, x in zip(b.kept, got):
+                per[i] = x
     record = shards.record(rows=sum(len(r) for _, r in mine), batches=len(mine), calls=list(run.calls),
                            loader=loader.stats.as_dict(), decoded=loader.memo.decoded, decode_hits=loader.memo.hits)
     got = shards.gather(done, record=record, inputs=fingerprint(_sample_keys(samples)))

@@ -217,22 +217,18 @@ def score_manifest(scorers: Sequence[Any], rows: Sequence[ManifestRow], *, cache
     rows = list(rows)
     shards = ShardedRun(cache, processes)
     procs = shards.procs
-    run = ScoringRun(list(scorers), cache=shards.local)
-    loader = ScoreLoader(run, num_workers=num_workers, reject_rows=True, needs=needs, max_pixels=max_pixels)
     mine = shard_batches(len(rows), batch_size, world=procs.world, rank=procs.rank)
-    checked: List[Tuple[List[ManifestRow], List[Dict[str, Any]]]] = []
-
-    def inputs() -> Iterable[List[EditSample]]:
-        for _, idx in mine:
-            checked.append(check_rows([rows[i] for i in idx], needs))
-            yield [r.to_sample() for r in checked[-1][0]]
-
+    checked = [check_rows([rows[i] for i in idx], needs) for _, idx in mine]
+    samples = [[r.to_sample() for r in ok] for ok, _ in checked]
+    run = ScoringRun(list(scorers), cache=shards.view)
+    loader = ScoreLoader(run, num_workers=num_workers, reject_rows=True, needs=needs, max_pixels=max_pixels)
+    shards.assign(scorers, [(k, s) for (k, _), s in zip(mine, samples)], rejects=loader.rejects)  # computed once
     done: List[Tuple[int, ScoredBatch]] = []
-    for (k, idx), b in zip(mine, loader.batches(inputs())):
-        ok, bad = checked[len(done)]
+    for (k, idx), (ok, bad), b in zip(mine, checked, loader.batches(samples)):
         done.append((k, _scored(ok, b, bad)))
         if on_batch is not None:
             on_batch(len(idx))
+    shards.settle(scorers, [(b.samples, b.results) for _, b in done])
     record = shards.record(rows=sum(len(idx) for _, idx in mine), batches=len(mine), calls=list(run.calls),
                            loader=loader.stats.as_dict(), decoded=loader.memo.decoded, decode_hits=loader.memo.hits)
     got = shards.gather(done, record=record, inputs=fingerprint((r.key, r.edited) for r in rows))

@@ -344,6 +344,11 @@ class ScoreLoader:
                                                              getattr(sample, role)))
         return out
 
+    def rejects(self, sample: EditSample) -> bool:
+        """Whether the row would be rejected (``reject_rows``: an image does not decode, a
+        pixel-paired image of another size); its images stay in the memo for scoring."""
+        return self.reject_rows and self._decode_row(0, sample, {}).rejection is not None
+
     def _decode_ref(self, ref: ImageRef) -> Optional[_Decoded]:
         """An image a computation reads, decoded as :meth:`ImageRef.load` would; None when it does
         not decode (the scorer then meets the error itself and abstains with its own reason)."""

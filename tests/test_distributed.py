@@ -116,3 +116,58 @@ def test_a_killed_process_leaves_its_rows_in_the_cache(reference):
     assert doc["scores"] == one["scores"] and doc["rejected"] == one["rejected"]
     assert doc["calls"][0] <= one["calls"][0] - n_left
     assert shard_files(cache) == []
+
+
+def _report(out: Path) -> dict:
+    doc = json.loads((out / "report.json").read_text())
+    doc.pop("created", None)
+    return doc
+
+
+def _isr_evaluate_args(manifest, tiny, cache, out):
+    f = tiny.open_clip
+    return ["evaluate", str(manifest), "--judges", "iqa:piqe,clip", "--judge-option", "iqa:piqe:threshold=40",
+            "--judge-option", f"clip:model={f.model}", "--judge-option", f"clip:pretrained={f.checkpoint}",
+            "--judge-option", f"clip:model_config={f.config}", "--judge-option", "clip:mode=relative_source",
+            "--judge-option", "clip:margin=0.0", "--legacy", "psnr,ssim", "--max-pixels", "3000",
+            "--batch-size", "4", "--n-boot", "50", "--cache-dir", str(cache), "--out", str(out), "--no-progress"]
+
+
+def test_isr_evaluate_with_one_and_two_processes(reference, tiny, capsys):
+    """Must show: `accelerate launch --num_processes 2 -m isr_metric.cli evaluate` (gloo on the CPUs,
+    one torch thread per process as here) gives the per-edit verdicts, scores, failures and report
+    of one process, to the last bit -- also where a source shared by batches on both processes
+    is first needed by a rejected row (k03), so that one process computes it in the next batch;
+    only the main process writes and prints; the merged cache answers a re-run."""
+    from isr_metric.cli import main
+
+    root, manifest, _ = reference
+    one_out, two_out, again_out = root / "cli1", root / "cli2", root / "cli3"
+    assert main(_isr_evaluate_args(manifest, tiny, root / "cli-cache1", one_out) + ["--num-workers", "2"]) == 0
+    capsys.readouterr()
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_ip", "127.0.0.1", "--main_process_port", str(_port()),
+           "-m", "isr_metric.cli", *_isr_evaluate_args(manifest, tiny, root / "cli-cache2", two_out)]
+    p = _launch(cmd)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert p.stdout.count("wrote ") == 1 and p.stdout.count("ISR") == 1, p.stdout  # the main process alone
+    assert "2 processes: rank 0 12 rows on cpu" in p.stdout and "rank 1 10 rows on cpu" in p.stdout
+    assert sorted(x.name for x in two_out.iterdir()) == sorted(x.name for x in one_out.iterdir())
+
+    one, two = _report(one_out), _report(two_out)
+    bad = ("k03", "k06", "k09", "k15")  # not an image, truncated, a reference not an image, over max_pixels
+    assert [f["key"] for f in one["failures"]] == list(bad)
+    assert [s["key"] for s in one["per_sample"]] == [r.key for r in load_manifest(manifest).rows if r.key not in bad]
+    assert one["per_sample"] == two["per_sample"]  # every judge's score and verdict, legacy values
+    assert one["failures"] == two["failures"]
+    assert one["meta"]["cache"].pop("path") != two["meta"]["cache"].pop("path")
+    assert one == two  # the whole report, accounting included: each request computed once, in the same batch
+    assert (one_out / "per_sample.csv").read_bytes() == (two_out / "per_sample.csv").read_bytes()
+
+    # the processes' cache files were merged into the shared file: a re-run computes nothing
+    assert shard_files(root / "cli-cache2") == []
+    assert main(_isr_evaluate_args(manifest, tiny, root / "cli-cache2", again_out)) == 0
+    again = json.loads((again_out / "report.json").read_text())
+    assert set(again["meta"]["cache"]["model_calls"].values()) == {0} and again["meta"]["cache"]["legacy_calls"] == 0
+    assert again["per_sample"] == two["per_sample"]
