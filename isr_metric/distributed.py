@@ -6,10 +6,14 @@ CPUs, several nodes alike. Without a launcher everything below is one process.
 
 **Sharding** (:func:`shard_batches`): the samples, in their given order, are cut into batches of
 ``batch_size`` rows and batch ``k`` goes to process ``k % N``. A batch holds the same rows for any
-number of processes, so every request is computed in the same company (batched kernels can differ
-in the last bits with the batch) and per-sample scores, verdicts and reports are the same for 1, 2
-or N processes -- a request shared by rows of batches on two processes is computed by both, which
-matters only to the run's accounting (model calls, rows from cache).
+number of processes. **One computation per request** (:meth:`ShardedRun.assign` /
+:meth:`ShardedRun.settle`): before scoring, the processes exchange their batches' cache misses and
+give each request to the batch that one process would compute it in -- the first one, in input
+order, with a row that uses it and is not rejected; a later batch on another process reads a
+placeholder instead of computing it, and gets the value from the owner's process once every batch
+is scored. So every request is computed once, with the same other requests in the same model call
+(batched kernels differ in the last bits with the batch), and per-sample scores, verdicts, reports
+and the accounting (requests computed, rows from the cache) are the same for 1, 2 or N processes.
 
 **Score cache** (:func:`score_sharded`): with a cache folder, each process appends to its own file
 ``<cache>/shards/<host>-<pid>/scores-v2.jsonl`` (one writer per file: safe on NFS, where appends
@@ -21,8 +25,10 @@ number of processes, reads them (those rows are not computed again) and its main
 removes them.
 
 **Gathering**: each process sends its batches' outcomes to every process
-(``accelerate.utils.gather_object``); the main process puts them back in input order and alone
-returns them (then decides, writes reports). Other processes get None.
+(``accelerate.utils.gather_object``) and they are put back in input order: :func:`score_sharded`
+returns them on the main process alone (the others get None);
+:func:`isr_metric.evaluate.evaluate` builds the same report on every process and only the main
+one writes files.
 """
 from __future__ import annotations
 

@@ -84,11 +84,14 @@ def _loader_run(manifest, judges, legacy, *, num_workers, memo_bytes=1 << 30):
 
 def test_prefetching_loader_is_the_plain_path(manifest, tiny, monkeypatch):
     """Must show: with worker threads the loader yields the rows, requests, order, rejections and
-    scores of the plain path -- `evaluate()` as it runs today, and the loader with num_workers=0."""
+    scores of the plain path (everything in the model's thread) -- through `evaluate()` (the
+    manifest's rows, checked and rejected as `isr evaluate` does: an edit that is not an image, a
+    truncated one, a bad reference, a source of another size for a pixel-paired judge, an image
+    over max_pixels) and through the loader itself."""
     judges = _judges(tiny)
     legacy = create_legacy(["psnr"])
     spy = Spy(monkeypatch, judges)
-    ev = evaluate(manifest, judges, legacy=legacy, batch_size=BATCH, max_pixels=MAX_PIXELS, n_boot=10)
+    ev = evaluate(manifest, judges, legacy=legacy, batch_size=BATCH, max_pixels=MAX_PIXELS, n_boot=10, num_workers=0)
     plain_order = dict(spy.calls)
     failures = [(f["key"], f["reason"], f["column"], f["path"]) for f in ev.report.failures]
     assert {k for k, *_ in failures} == {"k03", "k06", "k09", "k13", "k15"}  # every kind of bad row
@@ -131,6 +134,13 @@ def test_prefetching_loader_is_the_plain_path(manifest, tiny, monkeypatch):
         else:
             assert loader.memo.nbytes <= memo
     assert seen[(0, 1 << 30)] == seen[(3, 1 << 30)] == seen[(3, 20_000)]
+
+    # evaluate() with loader threads: the same report, the same requests in the same order
+    spy.calls.update({j.name: [] for j in judges})
+    ev3 = evaluate(manifest, judges, legacy=legacy, batch_size=BATCH, max_pixels=MAX_PIXELS, n_boot=10, num_workers=3)
+    assert spy.calls == plain_order
+    assert ev3.report.per_sample == ev.report.per_sample and ev3.report.failures == ev.report.failures
+    assert ev3.report.meta == ev.report.meta and ev3.processes[0]["loader"]["prepare_s"] > 0
 
 
 def test_each_image_decoded_once_per_run(manifest, tiny, monkeypatch):
