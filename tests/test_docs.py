@@ -62,16 +62,13 @@ SUBSTITUTIONS: List[Tuple[str, str]] = [
     ("https://generativelanguage.googleapis.com/v1beta/openai", "{mllm_url}"),
     # no GPU here; CPU-friendly precisions
     ('device="cuda"', 'device="cpu"'),
+    ("--device cuda --num-workers 4", "--device cpu --num-workers 1"),
     ('dtype="float16"', 'dtype="float32"'),
     # attack budgets and data sizes that take minutes on a CPU -> seconds
     ("steps=100", "steps=2"),
     ("--steps 100", "--steps 2"),
     ("--num-inference-steps 20", "--num-inference-steps 2"),
     ("isr demo --out isr_demo", "isr demo --out isr_demo --size 96"),
-    # eight GPUs -> two CPU processes (gloo) on 127.0.0.1
-    ("accelerate launch --multi_gpu --num_processes 8",
-     "accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no "
-     "--main_process_ip 127.0.0.1 --main_process_port 29517"),
     ("calibration/specs/skimage_synthetic_256.json", "{tiny_spec}"),
     ("skimage_photos(288)", "skimage_photos(96)"),
     # scripts of the repository, run from the scratch folder
@@ -118,7 +115,9 @@ def test_skip_markers_give_a_reason_and_stay_rare():
     for b in skipped:
         assert re.fullmatch(r"\(.{8,}\)", b.arg), f"{b.page}:{b.line}: skip needs '(reason)', got {b.arg!r}"
     runnable = sum(1 for bs in ALL_BLOCKS.values() for b in bs if b.mark != "skip")
-    assert len(skipped) <= 6 and runnable >= 15, (len(skipped), runnable)
+    # 8: two of them are evaluation.md's eight-GPU and two-node commands (its two-process CPU
+    # command runs instead)
+    assert len(skipped) <= 8 and runnable >= 15, (len(skipped), runnable)
 
 
 def test_every_substitution_is_used():
