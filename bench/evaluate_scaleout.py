@@ -1,28 +1,33 @@
-"""Scoring that scales out: rows/s with 1 vs 2 processes, and how long the model waits on data with
-0 vs N loader threads -- on the same manifest, in one run.
+"""Scoring that scales out, measured on the real ``isr evaluate`` path: rows/s with 1 vs 2 processes,
+and how long the model waits on data with 0 vs N loader threads -- on the same manifest, in one run.
 
 Run:  python bench/evaluate_scaleout.py [--rows 128] [--size 512] [--judge clip] [--model ViT-B-32]
                                         [--device cpu|cuda] [--workers 4] [--processes 1,2]
 
-Judges: ``clip`` (open_clip ``--model`` with random weights: the real architecture and compute, no
-download; ``--precision fp16`` on a GPU) or any registered judge name (e.g. ``iqa:piqe``). The
+Judges: ``clip`` (open_clip ``--model`` with random weights, seeded and saved once so that every
+process loads the same: the real architecture and compute, no download; ``--precision fp16`` on a GPU) or any registered judge name (e.g. ``iqa:piqe``). The
 manifest holds ``--rows`` distinct ``--size`` px PNG edits of scikit-image photos.
 
 Prints:
-  loader     one process, ``num_workers`` 0 (decode and preprocess in-line, the plain path) and N
-             (prefetching threads): wall time, rows/s, the share of wall time in the model (timed
-             around the judge's forward pass, synchronised on CUDA) and the share outside it --
-             waiting on data (decoding, preprocessing) plus planning and cache writes -- and the
-             time the main thread was blocked on a batch the threads had not finished. Goal on a
-             GPU: outside the model < 10 %.
-  processes  ``torchrun --nproc_per_node P`` for each P of ``--processes`` (one device each on
-             GPUs; on CPUs the cores split between the processes): rows/s and speed-up over P=1.
+  loader     ``evaluate()`` in this process (the function behind ``isr evaluate``), with
+             ``num_workers`` 0 (decode and preprocess in the model's thread) and N (prefetching
+             threads): wall time, rows/s, the share of wall time in the model (timed around the
+             judge's forward pass, synchronised on CUDA) and outside it -- waiting on data
+             (decoding, preprocessing) plus planning, cache writes, deciding and the report -- and
+             the time the model's thread was blocked on a batch the threads had not finished.
+             Goal on a GPU: waiting < 10 %.
+  processes  ``accelerate launch --multi_gpu --num_processes P -m isr_metric.cli evaluate`` for each
+             P of ``--processes`` (one device each on GPUs; gloo on the CPUs, which the processes
+             share): wall time of the whole command (start-up, model loading, report), the
+             scoring time the command prints (slowest process), rows/s of scoring and its
+             speed-up over P=1, and whether the per-edit results equal P=1's.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -54,12 +59,24 @@ def make_manifest(root: Path, n: int, size: int) -> Path:
     return root / "manifest.csv"
 
 
+def random_clip(args: argparse.Namespace, tmp: Path) -> None:
+    """``args.checkpoint``: random weights for ``--model`` (seed 0), saved once, so that every process
+    and every run loads the same model."""
+    import open_clip
+    import torch
+
+    torch.manual_seed(0)
+    model = open_clip.create_model(args.model, pretrained=None)
+    args.checkpoint = str(tmp / "random_clip.pt")
+    torch.save({"state_dict": model.state_dict()}, args.checkpoint)
+
+
 def make_judge(args: argparse.Namespace, device: str):
     from isr_metric.registry import create_judge
 
     if args.judge == "clip":
-        return create_judge("clip", model=args.model, pretrained=None, precision=args.precision, threshold=0.2,
-                            device=device, batch_size=args.batch_size)
+        return create_judge("clip", model=args.model, pretrained=args.checkpoint, precision=args.precision,
+                            threshold=0.2, device=device, batch_size=args.batch_size)
     return create_judge(args.judge, threshold=args.threshold, device=device, batch_size=args.batch_size)
 
 
@@ -100,29 +117,27 @@ def loader_runs(args: argparse.Namespace, manifest: Path, tmp: Path) -> List[Dic
     import torch
 
     from isr_metric.cache import ScoreCache
-    from isr_metric.data import load_manifest
-    from isr_metric.evaluate import judge_needs
-    from isr_metric.loader import ScoreLoader
-    from isr_metric.scoring import ScoringRun
+    from isr_metric.evaluate import evaluate
 
     device = args.device
     judge = make_judge(args, device)
-    samples = load_manifest(manifest).samples()
-    warm_up(judge, samples, args.batch_size)
+    from isr_metric.data import load_manifest
+
+    warm_up(judge, load_manifest(manifest).samples(), args.batch_size)
     model = time_model(judge, device)
     out = []
     for workers in (0, args.workers):
         model[0] = 0.0
-        run = ScoringRun([judge], cache=ScoreCache(tmp / f"cache-w{workers}"))
-        loader = ScoreLoader(run, num_workers=workers, reject_rows=True, needs=judge_needs(judge))
-        chunks = (samples[i:i + args.batch_size] for i in range(0, len(samples), args.batch_size))
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t = time.perf_counter()
-        n = sum(len(b.samples) for b in loader.batches(chunks))
+        ev = evaluate(manifest, [judge], cache=ScoreCache(tmp / f"cache-w{workers}"), batch_size=args.batch_size,
+                      num_workers=workers, n_boot=200)
         wall = time.perf_counter() - t
-        out.append({"workers": workers, "wall": wall, "rows": n, "model": model[0], "wait": loader.stats.wait_s,
-                    "decoded": loader.memo.decoded, "calls": run.calls[0]})
+        proc = ev.processes[0]
+        out.append({"workers": workers, "wall": wall, "rows": ev.n_judged_rows, "model": model[0],
+                    "wait": proc["loader"]["wait_s"], "decoded": proc["decoded"],
+                    "calls": ev.model_calls[judge.name]})
     return out
 
 
@@ -130,6 +145,14 @@ def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def judge_args(args: argparse.Namespace) -> List[str]:
+    if args.judge == "clip":
+        return ["--judges", "clip", "--judge-option", f"clip:model={args.model}", "--judge-option",
+                f"clip:pretrained={args.checkpoint}", "--judge-option", f"clip:precision={args.precision}",
+                "--judge-option", "clip:threshold=0.2"]
+    return ["--judges", args.judge, "--judge-option", f"{args.judge}:threshold={args.threshold}"]
 
 
 def process_runs(args: argparse.Namespace, manifest: Path, tmp: Path) -> List[Dict[str, Any]]:
@@ -140,42 +163,44 @@ def process_runs(args: argparse.Namespace, manifest: Path, tmp: Path) -> List[Di
         if args.device.startswith("cuda") and p > torch.cuda.device_count():
             out.append({"processes": p, "skipped": f"{torch.cuda.device_count()} GPU(s) here"})
             continue
-        res = tmp / f"procs-{p}.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(p), "--master_addr",
-               "127.0.0.1", "--master_port", str(_port()), str(Path(__file__).resolve()), "--worker", str(res),
-               "--manifest", str(manifest), "--cache", str(tmp / f"cache-p{p}"), *sys.argv[1:]]
-        env = dict(os.environ, PYTHONPATH=str(ROOT), TQDM_DISABLE="1")
+        res = tmp / f"out-p{p}"
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", *(["--multi_gpu"] if p > 1 else []),
+               "--num_processes", str(p),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_ip", "127.0.0.1", "--main_process_port", str(_port()),
+               "-m", "isr_metric.cli", "evaluate", str(manifest), *judge_args(args), "--legacy", "none",
+               "--batch-size", str(args.batch_size), "--num-workers", str(args.workers), "--n-boot", "200",
+               "--cache-dir", str(tmp / f"cache-p{p}"), "--out", str(res), "--no-progress"]
+        if args.device == "cpu":
+            cmd += ["--device", "cpu"]
+        env = dict(os.environ, PYTHONPATH=str(ROOT), TQDM_DISABLE="1",
+                   OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // p)))
+        t = time.perf_counter()
         r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t
         if r.returncode != 0:
             raise SystemExit(f"{p} processes failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
-        out.append(json.loads(res.read_text()))
+        line = next(x for x in r.stdout.splitlines() if x.startswith("scoring, "))
+        seconds = [float(x) for x in re.findall(r" in ([0-9.]+) s ", line)]
+        rep = json.loads((res / "report.json").read_text())
+        out.append({"processes": p, "wall": wall, "scoring": max(seconds), "rows": rep["n"] + len(rep["failures"]),
+                    "calls": sum(rep["meta"]["cache"]["model_calls"].values()), "per_process": line.split(": ", 1)[1],
+                    "threads": env["OMP_NUM_THREADS"],
+                    "per_sample": {x["key"]: (x["success"], [j["score"] for j in x["judges"].values()])
+                                   for x in rep["per_sample"]}})
     return out
 
 
-def worker(args: argparse.Namespace) -> None:
-    """One process of a torchrun launch: score the manifest's share, the main process reports."""
-    import torch
-
-    from isr_metric.cache import ScoreCache
-    from isr_metric.data import load_manifest
-    from isr_metric.distributed import Processes, score_sharded
-    from isr_metric.evaluate import judge_needs
-
-    procs = Processes(cpu=args.device == "cpu")
-    if args.device == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // procs.world))
-    judge = make_judge(args, procs.device)
-    samples = load_manifest(args.manifest).samples()
-    warm_up(judge, samples, args.batch_size)
-    procs.barrier()
-    t = time.perf_counter()
-    res = score_sharded([judge], samples, cache=ScoreCache(args.cache), processes=procs, batch_size=args.batch_size,
-                        num_workers=args.workers, reject_rows=True, needs=judge_needs(judge))
-    wall = time.perf_counter() - t
-    if res is not None:
-        Path(args.worker).write_text(json.dumps({
-            "processes": procs.world, "wall": wall, "rows": len(samples), "calls": res.calls[0],
-            "per_process": [{k: p[k] for k in ("rank", "device", "rows", "seconds")} for p in res.processes]}))
+def _compare(got: Dict[str, Any], want: Dict[str, Any]) -> str:
+    """Per-edit verdicts and scores against the first run's."""
+    if got == want:
+        return "per-edit verdicts and scores equal to the first run's"
+    if got.keys() != want.keys():
+        return "DIFFERENT edits judged"
+    flips = sum(got[k][0] != want[k][0] for k in got)
+    diff = max((abs(a - b) for k in got for a, b in zip(got[k][1], want[k][1]) if a == a and b == b), default=0.0)
+    return (f"{flips} verdicts differ, scores within {diff:.1e} (other torch thread count: GEMMs split their sums "
+            "differently; the same threads per process give equal scores)")
 
 
 def main() -> None:
@@ -191,9 +216,6 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="loader threads to compare with 0 (default: the "
                                                                "loader's default for this machine, at least 2)")
     ap.add_argument("--processes", default="1,2", help="process counts to compare")
-    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--manifest", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--cache", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.processes = [int(x) for x in str(args.processes).split(",") if x.strip()]
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -201,40 +223,41 @@ def main() -> None:
 
     if args.workers is None:
         args.workers = max(2, default_num_workers())
-    if args.worker:
-        return worker(args)
     import torch
 
     torch.set_grad_enabled(False)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         manifest = make_manifest(tmp / "data", args.rows, args.size)
+        if args.judge == "clip":
+            random_clip(args, tmp)
         loads = loader_runs(args, manifest, tmp)
         procs = process_runs(args, manifest, tmp)
     what = f"{args.judge}" + (f" {args.model} ({args.precision}, random weights)" if args.judge == "clip" else "")
     print(f"manifest: {args.rows} rows, {args.size}x{args.size} PNG edits; judge: {what}; device {args.device}; "
           f"batch {args.batch_size}; {os.cpu_count()} CPUs")
-    print("loader (one process):")
+    print("loader (one process, evaluate()):")
     for r in loads:
         out = r["wall"] - r["model"]
         print(f"  num_workers={r['workers']}: {r['wall']:7.2f} s  {r['rows'] / r['wall']:8.1f} rows/s  "
-              f"in the model {100 * r['model'] / r['wall']:5.1f} %  outside it (data, planning, cache) "
+              f"in the model {100 * r['model'] / r['wall']:5.1f} %  outside it (data, planning, cache, report) "
               f"{100 * out / r['wall']:5.1f} %  blocked on the loader {100 * r['wait'] / r['wall']:5.1f} %  "
               f"({r['decoded']} images decoded, {r['calls']} requests)")
     a, b = loads
     print(f"  speed-up num_workers={b['workers']} over 0: {a['wall'] / b['wall']:.2f}x")
-    print("processes (torchrun, score_sharded):")
+    print("processes (accelerate launch -m isr_metric.cli evaluate):")
     base = None
     for r in procs:
         if "skipped" in r:
             print(f"  {r['processes']} processes: skipped ({r['skipped']})")
             continue
-        rate = r["rows"] / r["wall"]
-        base = base or rate
-        print(f"  {r['processes']} process(es): {r['wall']:7.2f} s  {rate:8.1f} rows/s  speed-up {rate / base:.2f}x  "
-              f"(requests {r['calls']}; per process " + ", ".join(
-                  f"rank {p['rank']} {p['rows']} rows {p['seconds']:.1f} s on {p['device']}" for p in r["per_process"])
-              + ")")
+        rate = r["rows"] / r["scoring"]
+        base = base or r
+        same = _compare(r["per_sample"], base["per_sample"])
+        print(f"  {r['processes']} process(es), {r['threads']} torch thread(s) each: command {r['wall']:6.1f} s, "
+              f"scoring {r['scoring']:6.2f} s  "
+              f"{rate:8.1f} rows/s  speed-up {rate / (base['rows'] / base['scoring']):.2f}x  ({r['calls']} requests; "
+              f"{same}; {r['per_process']})")
 
 
 if __name__ == "__main__":

@@ -374,7 +374,8 @@ class ShardedRun:
             except OSError:
                 pass
         if differ:
-            raise RuntimeError(f"the {procs.world} processes were given different rows ({len({g['input'] for g in got})} "
+            n = len({g["input"] for g in got})
+            raise RuntimeError(f"the {procs.world} processes were given different rows ({n} "
                                "different lists of keys): every process must score the same samples in the same "
                                "order (e.g. read the same manifest, with the same options)")
         return [(g["record"], g["payload"]) for g in got]
@@ -454,7 +455,8 @@ def score_sharded(scorers: Sequence[Scorer], samples: Sequence[EditSample], *, c
             for i, x in zip(b.kept, got):
                 per[i] = x
     record = shards.record(rows=sum(len(r) for _, r in mine), batches=len(mine), calls=list(run.calls),
-                           loader=loader.stats.as_dict(), decoded=loader.memo.decoded, decode_hits=loader.memo.hits)
+                           num_workers=loader.num_workers, loader=loader.stats.as_dict(),
+                           decoded=loader.memo.decoded, decode_hits=loader.memo.hits)
     got = shards.gather(done, record=record, inputs=fingerprint(_sample_keys(samples)))
     if not procs.is_main:
         return None

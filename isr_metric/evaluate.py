@@ -230,7 +230,8 @@ def score_manifest(scorers: Sequence[Any], rows: Sequence[ManifestRow], *, cache
             on_batch(len(idx))
     shards.settle(scorers, [(b.samples, b.results) for _, b in done])
     record = shards.record(rows=sum(len(idx) for _, idx in mine), batches=len(mine), calls=list(run.calls),
-                           loader=loader.stats.as_dict(), decoded=loader.memo.decoded, decode_hits=loader.memo.hits)
+                           num_workers=loader.num_workers, loader=loader.stats.as_dict(),
+                           decoded=loader.memo.decoded, decode_hits=loader.memo.hits)
     got = shards.gather(done, record=record, inputs=fingerprint((r.key, r.edited) for r in rows))
     batches = sorted((kb for _, part in got for kb in part), key=lambda kb: kb[0])
     return ScoredRows(batches=[b for _, b in batches],

@@ -255,9 +255,10 @@ def run_pipeline(args, manifest, judges, *, title: str) -> Tuple[int, Any]:
     calls = ", ".join(f"{k}={v}" for k, v in ev.model_calls.items())
     where = f"the cache ({cache.path})" if cache.path is not None else "this run's memory (--no-cache)"
     print(f"{ev.n_cached_rows} of {ev.n_judged_rows} rows came from {where}; model calls this run: {calls}")
-    if len(ev.processes) > 1:
-        print(f"{len(ev.processes)} processes: " + ", ".join(
-            f"rank {p['rank']} {p['rows']} rows on {p['device']} ({p['seconds']:.1f} s)" for p in ev.processes))
+    n = len(ev.processes)
+    print(f"scoring, {n} process{'es' if n > 1 else ''}: " + ", ".join(
+        f"rank {p['rank']} {p['rows']} rows on {p['device']} in {p['seconds']:.2f} s (waited "
+        f"{p['loader']['wait_s']:.2f} s on data, {p['num_workers']} loader threads)" for p in ev.processes))
     if r.failures:
         print(f"{len(r.failures)} row(s) could not be judged (reasons in report.html / report.json):")
         for f in r.failures[:10]:
