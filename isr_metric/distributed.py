@@ -371,6 +371,7 @@ class ShardedRun:
             try:
                 self._own.unlink()
                 self._own.parent.rmdir()
+                self._own.parent.parent.rmdir()  # shards/, once every process's folder is gone
             except OSError:
                 pass
         if differ:

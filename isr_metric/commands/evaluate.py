@@ -258,7 +258,8 @@ def run_pipeline(args, manifest, judges, *, title: str) -> Tuple[int, Any]:
     n = len(ev.processes)
     print(f"scoring, {n} process{'es' if n > 1 else ''}: " + ", ".join(
         f"rank {p['rank']} {p['rows']} rows on {p['device']} in {p['seconds']:.2f} s (waited "
-        f"{p['loader']['wait_s']:.2f} s on data, {p['num_workers']} loader threads)" for p in ev.processes))
+        f"{p['loader']['wait_s']:.2f} s on data, {p['num_workers']} loader thread"
+        f"{'' if p['num_workers'] == 1 else 's'})" for p in ev.processes))
     if r.failures:
         print(f"{len(r.failures)} row(s) could not be judged (reasons in report.html / report.json):")
         for f in r.failures[:10]:
