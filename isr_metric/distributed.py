@@ -44,6 +44,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 from .cache import CACHE_FILE, CacheEntry, ScoreCache
 from .data import MAX_PIXELS
+from .devices import resolve_device
 from .loader import DEFAULT_MEMO_BYTES, RowRejection, ScoreLoader
 from .scoring import SampleScores, Scored, Scorer, ScoringRun
 from .types import EditSample
@@ -79,12 +80,15 @@ class Processes:
             no GPU.
         timeout_minutes: how long a process waits for the others at a collective step (gathering
             waits for the slowest shard).
+        alone: this process by itself, even under a launcher: for a call made on one process only
+            (``if is_main: evaluate(..., processes=Processes(alone=True))``) or on a share the
+            caller picked itself. Without it, every process of the launch must make the call.
 
     Attributes: ``rank``, ``world`` (number of processes), ``local_rank``, ``is_main``, ``device``
     (``"cuda:<local rank>"`` per process on GPUs, else ``"cpu"``) -- give it to the judges.
     """
 
-    def __init__(self, *, cpu: Optional[bool] = None, timeout_minutes: float = 1440.0) -> None:
+    def __init__(self, *, cpu: Optional[bool] = None, timeout_minutes: float = 1440.0, alone: bool = False) -> None:
         import torch
 
         if cpu is None:
@@ -92,7 +96,7 @@ class Processes:
                    or not torch.cuda.is_available())
         self.state = None
         self.rank, self.world, self.local_rank = 0, 1, 0
-        if launched_world_size() > 1:
+        if launched_world_size() > 1 and not alone:
             try:
                 from accelerate import PartialState
             except ImportError:
@@ -104,7 +108,7 @@ class Processes:
             d = self.state.device
             self.device = "cpu" if d.type == "cpu" else str(d)
         else:
-            self.device = "cuda" if torch.cuda.is_available() and not cpu else "cpu"
+            self.device = "cpu" if cpu else str(resolve_device(None))
 
     @property
     def is_main(self) -> bool:

@@ -340,7 +340,9 @@ def evaluate(
         processes: this launch (default :class:`~isr_metric.distributed.Processes`\\ ()): under
             ``accelerate launch`` / ``torchrun`` every process runs ``evaluate()`` with the same
             arguments, scores its share of the batches (:func:`score_manifest`) and gets the same
-            :class:`Evaluation`; only the main one (``is_main``) should write files.
+            :class:`Evaluation`; only the main one (``is_main``) should write files. A call made on
+            one process only (or on a share of the rows the caller picked) passes
+            ``Processes(alone=True)``.
     """
     m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     if batch_size < 1:
