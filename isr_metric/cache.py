@@ -141,25 +141,50 @@ class ScoreCache:
         where = "memory" if self.path is None else str(self.path)
         return f"ScoreCache({where}, {len(self)} entries)"
 
+    def _parse(self, raw: bytes) -> Optional[Tuple[str, CacheEntry, Optional[str]]]:
+        """(key, entry, label) of one line of a cache file; None (counted in ``n_torn``) for a torn
+        or unreadable line."""
+        if not raw.endswith(b"\n"):  # torn last line (killed mid-write)
+            self.n_torn += 1
+            return None
+        try:
+            d = json.loads(raw)
+            return str(d["k"]), CacheEntry(_clean_value(d.get("v")), d.get("r"), bool(d.get("t"))), d.get("j")
+        except (ValueError, KeyError, TypeError):
+            self.n_torn += 1
+            return None
+
     def _load(self, path: Path) -> None:
         if not path.exists():
             return
         with open(path, "rb") as fh:
             for raw in fh:
-                if not raw.endswith(b"\n"):  # torn last line (killed mid-write)
-                    self.n_torn += 1
+                got = self._parse(raw)
+                if got is None:
                     continue
-                try:
-                    d = json.loads(raw)
-                    k = str(d["k"])
-                    e = CacheEntry(_clean_value(d.get("v")), d.get("r"), bool(d.get("t")))
-                except (ValueError, KeyError, TypeError):
-                    self.n_torn += 1
-                    continue
+                k, e, _ = got
                 old = self._mem.get(k)
                 if old is not None and e.abstained and not old[0].abstained:
                     continue  # a value (from any file) wins over an abstention
                 self._mem[k] = (e, True)
+
+    def import_lines(self, data: bytes) -> int:
+        """Add the entries of ``data`` -- the bytes of another cache file, e.g. one process's file
+        gathered by the main process of a distributed run -- that this cache does not serve yet
+        (values and deterministic abstentions; transient ones are left to be retried), with their
+        labels; appended like :meth:`put_many`. Returns how many were added."""
+        by_label: Dict[Optional[str], Dict[str, CacheEntry]] = {}
+        for raw in data.splitlines(keepends=True):
+            got = self._parse(raw)
+            if got is None:
+                continue
+            k, e, label = got
+            if (e.abstained and e.transient) or self.peek(k) is not None:
+                continue
+            by_label.setdefault(label, {})[k] = e
+        for label, items in by_label.items():
+            self.put_many(items.items(), label=label)
+        return sum(len(v) for v in by_label.values())
 
     def __len__(self) -> int:
         return len(self._mem)

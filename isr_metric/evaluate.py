@@ -16,8 +16,11 @@ run them on part of the rows -- one process of several -- and join the results):
 4. :func:`build_report` (**report**): the composition (:mod:`isr_metric.compose`) combines the
    verdicts into an :class:`~isr_metric.types.ISRReport` with typed legacy and run fields.
 
-:func:`evaluate` runs the four stages batch by batch. Bad rows never stop a run: they are
-recorded with their reason in ``report.failures``. Files are written by :mod:`isr_metric.report`.
+:func:`evaluate` runs the four stages batch by batch (stages 1 and 2 in :func:`score_manifest`:
+loader threads decode and preprocess the next batches while the model scores the current one, and
+under ``accelerate launch`` the batches are shared by the processes, see docs/evaluation.md). Bad
+rows never stop a run: they are recorded with their reason in ``report.failures``. Files are
+written by :mod:`isr_metric.report`.
 """
 from __future__ import annotations
 
@@ -31,15 +34,18 @@ from tqdm.auto import tqdm
 
 from .cache import ScoreCache
 from .compose import Composition, GroupWise
-from .data import ImageLoadError, Manifest, ManifestRow, display_text, load_image, load_manifest
+from .data import Manifest, ManifestRow, display_text, load_manifest
 from .judges.base import Judge
 from .legacy import LegacyMetric, agreement_table
 from .rules import join_by_judge, judge_summary, report_from_samples, report_rule, sample_info, sample_verdicts
+from .distributed import Processes, ShardedRun, fingerprint, shard_batches
+from .loader import LoadedBatch, ScoreLoader
 from .scoring import SampleScores, ScoringRun
 from .types import CacheStats, EditSample, ISRReport, LegacySummary, RunInfo, Verdict
 
 __all__ = ["evaluate", "Evaluation", "judge_needs", "DEFAULT_MAX_PIXELS", "check_rows", "score_batch",
-           "decide_batch", "build_report", "ScoredBatch", "DecidedBatch", "manifest_failures"]
+           "score_manifest", "decide_batch", "build_report", "ScoredBatch", "ScoredRows", "DecidedBatch",
+           "manifest_failures"]
 
 #: ``isr evaluate`` refuses images larger than this (25 MP) unless told otherwise.
 DEFAULT_MAX_PIXELS = 25_000_000
@@ -78,10 +84,19 @@ class Evaluation:
     #: counts for the first of them)
     model_calls: Mapping[str, int] = field(default_factory=dict)
     cache_path: Optional[str] = None
+    #: one record per process that scored (rank, device, host, rows, seconds, loader timings ...)
+    processes: Sequence[Mapping[str, Any]] = ()
+    #: this process's rank in the launch (0 without a launcher); only rank 0 should write files
+    rank: int = 0
 
     @property
     def nothing_judged(self) -> bool:
         return self.report.n == 0
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes the outputs (the only one without a launcher)."""
+        return self.rank == 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,42 +170,73 @@ class ScoredBatch:
     failures: List[Dict[str, Any]]
 
 
+def _scored(rows: Sequence[ManifestRow], batch: LoadedBatch, failures: Sequence[Dict[str, Any]] = ()) -> ScoredBatch:
+    keep = batch.kept
+    return ScoredBatch(rows=[rows[i] for i in keep], samples=[batch.samples[i] for i in keep],
+                       results=[[per[i] for i in keep] for per in batch.results],
+                       cached=[batch.cached[i] for i in keep],
+                       failures=[*failures, *(_failure(rows[r.index], r.reason, r.column, r.path)
+                                             for r in batch.rejected)])
+
+
 def score_batch(run: ScoringRun, rows: Sequence[ManifestRow], *, needs: Set[str] = frozenset(),
                 max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> ScoredBatch:
-    """Stage 2: score one batch of checked rows with every scorer of ``run`` (see module doc)."""
+    """Stage 2: score one batch of checked rows with every scorer of ``run`` (see module doc), in
+    this thread (:func:`score_manifest` prefetches with loader threads and shards over processes)."""
     rows = list(rows)
-    samples = [r.to_sample() for r in rows]
-    plan = run.plan(samples)
-    bad: Set[int] = set()
-    failures: List[Dict[str, Any]] = []
-    for i in sorted(plan.rows_with_misses()):
-        row, imgs = rows[i], {}
-        try:
-            for role in ("edited", "source", "reference"):
-                p = getattr(row, role)
-                if p is not None:
-                    imgs[role] = load_image(p, name=f"{role} image {display_text(p)}", max_pixels=max_pixels)
-        except ImageLoadError as e:
-            failures.append(_failure(row, str(e), role, getattr(row, role)))
-            bad.add(i)
-            continue
-        for role in ("reference", "source"):
-            if f"{role}_same_size" in needs and role in imgs and imgs[role].shape != imgs["edited"].shape:
-                failures.append(_failure(
-                    row, f"edited is {tuple(imgs['edited'].shape[-2:])} but {role} is "
-                         f"{tuple(imgs[role].shape[-2:])} (H, W); a judge compares them pixel by pixel",
-                    role, getattr(row, role)))
-                bad.add(i)
-                break
-        else:
-            for role, x in imgs.items():  # each image decoded once for every scorer
-                run.preload(getattr(row, role), x)
-    results = run.compute(plan, skip=bad)
-    run.release_images()
-    keep = [i for i in range(len(rows)) if i not in bad]
-    return ScoredBatch(rows=[rows[i] for i in keep], samples=[samples[i] for i in keep],
-                       results=[[per[i] for i in keep] for per in results],
-                       cached=[plan.row_is_cached(i) for i in keep], failures=failures)
+    loader = ScoreLoader(run, num_workers=0, reject_rows=True, needs=needs, max_pixels=max_pixels)
+    return _scored(rows, next(iter(loader.batches([[r.to_sample() for r in rows]]))))
+
+
+@dataclass
+class ScoredRows:
+    """What :func:`score_manifest` returns, on every process: per batch of ``batch_size``
+    manifest rows, in the manifest's order, its :class:`ScoredBatch` (``failures``: the rows
+    :func:`check_rows` refused, then those rejected while decoding); the score requests computed
+    per scorer (every process together); one record per process (rank, device, host, rows,
+    batches, seconds, loader timings, images decoded)."""
+
+    batches: List[ScoredBatch]
+    calls: List[int]
+    processes: List[Dict[str, Any]]
+
+
+def score_manifest(scorers: Sequence[Any], rows: Sequence[ManifestRow], *, cache: Optional[ScoreCache] = None,
+                   needs: Set[str] = frozenset(), max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+                   batch_size: int = 16, num_workers: Optional[int] = None, processes: Optional[Processes] = None,
+                   on_batch: Optional[Callable[[int], None]] = None) -> ScoredRows:
+    """Stages 1 and 2 over every row: :func:`check_rows` then :func:`score_batch` on each batch of
+    ``batch_size`` rows, with loader threads (``num_workers``, :class:`~isr_metric.loader.ScoreLoader`)
+    decoding and preprocessing the next batches while the model scores the current one (each
+    image decoded once per run), and the batches shared by the processes of this launch (batch
+    ``k`` on process ``k % N``, :mod:`isr_metric.distributed`): each scores its share on its own
+    device through its own file of ``cache``, the outcomes are gathered on every process and the
+    main process merges the cache files. A batch holds the same rows for any number of processes,
+    so the outcome is the same for 1, 2 or N (only the accounting differs where batches on two
+    processes share a request). ``on_batch`` gets the rows of each batch this process scored."""
+    rows = list(rows)
+    shards = ShardedRun(cache, processes)
+    procs = shards.procs
+    mine = shard_batches(len(rows), batch_size, world=procs.world, rank=procs.rank)
+    checked = [check_rows([rows[i] for i in idx], needs) for _, idx in mine]
+    samples = [[r.to_sample() for r in ok] for ok, _ in checked]
+    run = ScoringRun(list(scorers), cache=shards.view)
+    loader = ScoreLoader(run, num_workers=num_workers, reject_rows=True, needs=needs, max_pixels=max_pixels)
+    shards.assign(scorers, [(k, s) for (k, _), s in zip(mine, samples)], rejects=loader.rejects)  # computed once
+    done: List[Tuple[int, ScoredBatch]] = []
+    for (k, idx), (ok, bad), b in zip(mine, checked, loader.batches(samples)):
+        done.append((k, _scored(ok, b, bad)))
+        if on_batch is not None:
+            on_batch(len(idx))
+    shards.settle(scorers, [(b.samples, b.results) for _, b in done])
+    record = shards.record(rows=sum(len(idx) for _, idx in mine), batches=len(mine), calls=list(run.calls),
+                           num_workers=loader.num_workers, loader=loader.stats.as_dict(),
+                           decoded=loader.memo.decoded, decode_hits=loader.memo.hits)
+    got = shards.gather(done, record=record, inputs=fingerprint((r.key, r.edited) for r in rows))
+    batches = sorted((kb for _, part in got for kb in part), key=lambda kb: kb[0])
+    return ScoredRows(batches=[b for _, b in batches],
+                      calls=[sum(r["calls"][si] for r, _ in got) for si in range(len(run.scorers))],
+                      processes=[r for r, _ in got])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,11 +301,6 @@ def build_report(decided: Sequence[DecidedBatch], *, judges: Sequence[Judge], le
                                n_boot=n_boot, seed=seed, failures=failures, legacy=summary, run=run)
 
 
-def _chunks(seq: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(seq), n):
-        yield seq[i:i + n]
-
-
 def evaluate(
     manifest: Union[str, os.PathLike, Manifest],
     judges: Sequence[Any],
@@ -278,6 +319,8 @@ def evaluate(
     seed: int = 0,
     progress: bool = False,
     on_batch: Optional[Callable[[int], None]] = None,
+    num_workers: Optional[int] = None,
+    processes: Optional[Processes] = None,
 ) -> Evaluation:
     """Judge every usable row of ``manifest`` with ``judges`` (objects, e.g. from
     :func:`~isr_metric.registry.create_judge`) and return the :class:`Evaluation`.
@@ -291,6 +334,15 @@ def evaluate(
             land in each sample's ``legacy`` and the agreement table in ``report.legacy``).
         max_pixels: larger images are recorded as failures ("very large image").
         on_batch: called with the number of rows processed after each batch (progress hooks).
+        num_workers: loader threads that decode and preprocess the next batches while the model
+            scores the current one (None: :func:`~isr_metric.loader.default_num_workers`; 0: in
+            the model's thread). The outcome is the same for any number.
+        processes: this launch (default :class:`~isr_metric.distributed.Processes`\\ ()): under
+            ``accelerate launch`` / ``torchrun`` every process runs ``evaluate()`` with the same
+            arguments, scores its share of the batches (:func:`score_manifest`) and gets the same
+            :class:`Evaluation`; only the main one (``is_main``) should write files. A call made on
+            one process only (or on a share of the rows the caller picked) passes
+            ``Processes(alone=True)``.
     """
     m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     if batch_size < 1:
@@ -307,33 +359,39 @@ def evaluate(
         composition = GroupWise(semantic_rule if semantic_rule is not None else rule,
                                 perceptual_rule if perceptual_rule is not None else rule, abstain)
     composition.check({j.name: j.kind for j in judges})  # e.g. judges of kind 'either' need the per-judge form
-    run = ScoringRun([*judges, *legacy], cache=cache if cache is not None else ScoreCache.in_memory())
     needs: Set[str] = set().union(*(judge_needs(j) for j in judges))
     failures = manifest_failures(m)
-    decided: List[DecidedBatch] = []
+    procs = processes if processes is not None else Processes()
     bar = None
-    if progress:
-        bar = tqdm(total=len(m.rows), desc="isr evaluate", unit="edit")
-    for rows in _chunks(m.rows, batch_size):
-        ok, bad = check_rows(rows, needs)
-        scored = score_batch(run, ok, needs=needs, max_pixels=max_pixels)
-        failures += bad + scored.failures
-        if scored.rows:
-            decided.append(decide_batch(judges, legacy, scored))
+    if progress and procs.is_main:
+        mine = sum(len(r) for _, r in shard_batches(len(m.rows), batch_size, world=procs.world, rank=procs.rank))
+        bar = tqdm(total=mine, unit="edit",
+                   desc="isr evaluate" + (f" (process 0 of {procs.world})" if procs.world > 1 else ""))
+
+    def done(n: int) -> None:
         if bar is not None:
-            bar.update(len(rows))
+            bar.update(n)
         if on_batch is not None:
-            on_batch(len(rows))
+            on_batch(n)
+
+    scored = score_manifest([*judges, *legacy], m.rows, cache=cache, needs=needs, max_pixels=max_pixels,
+                            batch_size=batch_size, num_workers=num_workers, processes=procs, on_batch=done)
     if bar is not None:
         bar.close()
-    model_calls = {j.name: run.calls[ji] for ji, j in enumerate(judges)}
+    decided: List[DecidedBatch] = []
+    for batch in scored.batches:
+        failures += batch.failures
+        if batch.rows:
+            decided.append(decide_batch(judges, legacy, batch))
+    model_calls = {j.name: scored.calls[ji] for ji, j in enumerate(judges)}
     n_cached = sum(b.n_cached for b in decided)
-    cache_path = str(run.cache.path) if run.cache.path is not None else None
+    cache_path = str(cache.path) if cache is not None and cache.path is not None else None
     info = RunInfo(manifest=display_text(m.path), manifest_format=m.format, n_rows=len(m.rows) + len(m.problems),
                    seed=seed, batch_size=batch_size, max_pixels=max_pixels,
                    cache=CacheStats(path=cache_path, rows_from_cache=n_cached, model_calls=model_calls,
-                                    legacy_calls=sum(run.calls[len(judges):])))
+                                    legacy_calls=sum(scored.calls[len(judges):])))
     report = build_report(decided, judges=judges, legacy=legacy, composition=composition, failures=failures,
                           run=info, confidence=confidence, n_boot=n_boot, seed=seed)
     return Evaluation(report=report, n_rows=info.n_rows, n_judged_rows=sum(len(b.info) for b in decided),
-                      n_cached_rows=n_cached, model_calls=model_calls, cache_path=cache_path)
+                      n_cached_rows=n_cached, model_calls=model_calls, cache_path=cache_path,
+                      processes=tuple(scored.processes), rank=procs.rank)

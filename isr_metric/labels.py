@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .data import read_table
-from .scoring import score_samples
+from .distributed import Processes, score_sharded
 from .types import EditSample
 
 __all__ = ["LabelError", "parse_label", "LabelTable", "read_label_table", "write_label_table",
@@ -202,15 +202,25 @@ def row_sample(row: Mapping[str, Any], key: str, base_dir: Path):
                       seed=int(seed) if seed not in (None, "") and str(seed).lstrip("-").isdigit() else None)
 
 
-def score_rows(judge: Any, samples: Sequence[Any], *, cache: Any = None,
-               verdicts: bool = False) -> List[Tuple[Optional[Any], Optional[str]]]:
+def score_rows(judge: Any, samples: Sequence[Any], *, cache: Any = None, verdicts: bool = False,
+               processes: Optional[Processes] = None, batch_size: int = 16,
+               num_workers: Optional[int] = None) -> Optional[List[Tuple[Optional[Any], Optional[str]]]]:
     """Score ``samples`` with ``judge`` through the score cache (``cache``: a
     :class:`~isr_metric.cache.ScoreCache`; None: the judge's own). Returns per sample
     ``(value, None)`` or ``(None, reason)``; ``value`` is the raw score (``verdicts=False``) or
     ``(success, score)`` from the judge's Verdict (``verdicts=True``; abstentions become reasons).
-    One bad image costs only its own row."""
+    One bad image costs only its own row.
+
+    Batches of ``batch_size`` samples, loader threads (``num_workers``) preparing the next ones;
+    under a launcher (``processes``, default :class:`~isr_metric.distributed.Processes`\\ ())
+    every process scores its share (:func:`~isr_metric.distributed.score_sharded`) and only the
+    main process gets the list: the others get None."""
     samples = list(samples)
-    results = score_samples([judge], samples, cache=cache)[0]
+    res = score_sharded([judge], samples, cache=cache if cache is not None else judge.cache, processes=processes,
+                        batch_size=batch_size, num_workers=num_workers)
+    if res is None:
+        return None
+    results = res.results[0]
     out: List[Tuple[Optional[Any], Optional[str]]] = []
     if verdicts:
         v = judge.decide_scores(samples, results)

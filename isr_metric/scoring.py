@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 IMAGE_ROLES = ("edited", "source", "reference")
+_NOTHING = object()
 
 
 class SampleProblem(Exception):
@@ -72,14 +73,16 @@ class SampleProblem(Exception):
 class ImageRef:
     """One image of a run: its value (path, tensor, array, PIL image), its content ``digest`` and a
     ``label`` for messages. :meth:`load` decodes it once (memoised, failures too); a pipeline may
-    :meth:`preload` an already decoded tensor."""
+    :meth:`preload` an already decoded tensor, and the payloads loader threads prepared from it
+    (:meth:`prepared`)."""
 
-    __slots__ = ("value", "digest", "label", "_tensor", "_error")
+    __slots__ = ("value", "digest", "label", "_tensor", "_error", "_prepared")
 
     def __init__(self, value: Any, digest: str, label: str) -> None:
         self.value, self.digest, self.label = value, digest, label
         self._tensor = None
         self._error: Optional[Exception] = None
+        self._prepared: Optional[Dict[str, Any]] = None
 
     def load(self):
         """``(3, H, W)`` float tensor in [0, 1]; raises :class:`~isr_metric.data.ImageLoadError`."""
@@ -93,16 +96,34 @@ class ImageRef:
                 raise
         return self._tensor
 
-    def preload(self, tensor) -> None:
+    def preload(self, tensor, prepared: Optional[Mapping[str, Any]] = None) -> None:
+        """Give the decoded tensor (and, by scorer identity hash, payloads of
+        :meth:`Scorer.prepare_image` made from it) so that nothing is decoded or prepared again."""
         self._tensor, self._error = tensor, None
+        self._prepared = dict(prepared) if prepared else None
+
+    def prepared(self, scorer: "Scorer") -> Any:
+        """``scorer.prepare_image(self.load())``, made once per scorer identity: by a loader thread
+        ahead of time (:mod:`isr_metric.loader`) or here, in-line. Raises what :meth:`load` raises."""
+        key = scorer.identity_hash()
+        got = self._prepared.get(key, _NOTHING) if self._prepared is not None else _NOTHING
+        if got is _NOTHING:
+            if scorer.prepare_image is None:
+                raise TypeError(f"{type(scorer).__name__} has no prepare_image hook")
+            got = scorer.prepare_image(self.load())
+            if self._prepared is None:
+                self._prepared = {}
+            self._prepared[key] = got
+        return got
 
     @property
     def loaded(self) -> bool:
         return self._tensor is not None
 
     def release(self) -> None:
-        """Drop the decoded tensor (the run keeps refs only for one batch)."""
+        """Drop the decoded tensor and its prepared payloads (the run keeps refs for one batch)."""
         self._tensor = None
+        self._prepared = None
 
     def __repr__(self) -> str:
         return f"ImageRef({self.label!r}, {self.digest[:12]})"
@@ -265,6 +286,12 @@ class Scorer(Configurable):
     name: str = ""
     batch_size: int = 16
     progress: bool = False
+    #: Optional hook ``prepare_image(image) -> payload``: what :meth:`compute` needs of one decoded
+    #: image (``(3, H, W)`` float in [0, 1]) before the model sees it -- the model's own
+    #: preprocessing. :meth:`compute` reads it with ``ref.prepared(self)``; loader threads
+    #: (:mod:`isr_metric.loader`) run it ahead of the model, so it must be a thread-safe, pure
+    #: function of the image (no state kept, no model call). None: the scorer decodes in-line.
+    prepare_image: Optional[Callable[[Any], Any]] = None
 
     # -- hooks -------------------------------------------------------------------------------
     def requests(self, s: SampleInputs) -> Mapping[str, ScoreRequest]:
@@ -406,13 +433,14 @@ class ScoringRun:
             raise got
         return got
 
-    def preload(self, value: Any, tensor: Any) -> None:
+    def preload(self, value: Any, tensor: Any, prepared: Optional[Mapping[str, Any]] = None) -> None:
         """Give the run an already decoded image (``value`` as the samples carry it) so that no
-        scorer decodes it again."""
+        scorer decodes it again, with the payloads already prepared from it (``{scorer identity
+        hash: payload}``, see :attr:`Scorer.prepare_image`)."""
         k = ("path", os.path.abspath(value)) if isinstance(value, (str, os.PathLike)) else ("obj", id(value))
         got = self._refs.get(k)
         if isinstance(got, ImageRef):
-            got.preload(tensor)
+            got.preload(tensor, prepared)
 
     def release_images(self) -> None:
         """Forget the images of past batches (their decoded tensors with them)."""

@@ -62,6 +62,7 @@ SUBSTITUTIONS: List[Tuple[str, str]] = [
     ("https://generativelanguage.googleapis.com/v1beta/openai", "{mllm_url}"),
     # no GPU here; CPU-friendly precisions
     ('device="cuda"', 'device="cpu"'),
+    ("--device cuda --num-workers 4", "--device cpu --num-workers 1"),
     ('dtype="float16"', 'dtype="float32"'),
     # attack budgets and data sizes that take minutes on a CPU -> seconds
     ("steps=100", "steps=2"),
@@ -114,7 +115,9 @@ def test_skip_markers_give_a_reason_and_stay_rare():
     for b in skipped:
         assert re.fullmatch(r"\(.{8,}\)", b.arg), f"{b.page}:{b.line}: skip needs '(reason)', got {b.arg!r}"
     runnable = sum(1 for bs in ALL_BLOCKS.values() for b in bs if b.mark != "skip")
-    assert len(skipped) <= 6 and runnable >= 15, (len(skipped), runnable)
+    # 8: two of them are evaluation.md's eight-GPU and two-node commands (its two-process CPU
+    # command runs instead)
+    assert len(skipped) <= 8 and runnable >= 15, (len(skipped), runnable)
 
 
 def test_every_substitution_is_used():

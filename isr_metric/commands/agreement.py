@@ -21,6 +21,7 @@ from ..labels import LabelError
 from ..registry import MissingExtraError
 from .calibrate import (add_bootstrap_arguments, add_judge_arguments, error, fmt_metric, load_scores, print_skipped,
                         read_table, resolve_direction, write_outputs)
+from .evaluate import processes_for
 
 
 def add_parser(sub, help: str) -> argparse.ArgumentParser:
@@ -48,6 +49,8 @@ def run(args) -> int:
             args.judge_option = [f"{k}={json.dumps(v)}" for k, v in card.options.items()] + list(args.judge_option)
         table = read_table(args)
         judge, _ = load_scores(args, table, judge_name=name)
+        if not processes_for(args).is_main:  # the main process compares and writes
+            return 0
         if judge is not None and not args.force_card:
             problems = card_mismatches(card, judge)
             if problems:

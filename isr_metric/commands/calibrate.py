@@ -22,7 +22,7 @@ from ..calibration_plots import agreement_html, calibration_figures, write_calib
 from ..files import atomic_write, file_digest
 from ..labels import LabelError, parse_judge_options, read_label_table, row_sample, score_rows
 from ..registry import MissingExtraError, get_spec
-from .evaluate import add_cache_options, build_judges, open_cache
+from .evaluate import add_cache_options, add_scaling_options, build_judges, open_cache, processes_for
 
 #: judge options that describe a decision, not how scores are made (never copied into a card)
 _DECISION_OPTIONS = ("threshold", "card")
@@ -40,8 +40,8 @@ def add_judge_arguments(p: argparse.ArgumentParser, *, required: bool = True) ->
     p.add_argument("--label-column", default="label", help="column holding the labels (default: label)")
     p.add_argument("--batch-size", type=int, default=16, help="samples per judge call")
     p.add_argument("--device", default=None, help="torch device for a judge that takes one (cpu, cuda, cuda:1, mps)")
-
     add_cache_options(p)
+    add_scaling_options(p)
 
 
 def add_bootstrap_arguments(p: argparse.ArgumentParser) -> None:
@@ -110,11 +110,14 @@ def make_judge(args, judge_name: str, options: Dict[str, Any]):
 
 def load_scores(args, table, *, judge_name: str) -> Tuple[Any, Dict[str, Any]]:
     """Fill ``table.scores`` (running the judge through the shared score cache when there is no
-    score column). Returns the judge (or None) and the judge options."""
+    score column; under a launcher every process scores its share and the main process alone gets
+    the scores: the others leave the table alone). Returns the judge (or None) and the judge
+    options."""
     options = parse_judge_options(args.judge_option)
     if args.score_column:
         _check_rows_left(table)
         return None, options
+    procs = processes_for(args)  # before the judge: each process its own device
     judge = make_judge(args, judge_name, options)
     samples, keep = [], []
     bad = []
@@ -126,7 +129,10 @@ def load_scores(args, table, *, judge_name: str) -> Tuple[Any, Dict[str, Any]]:
             bad.append((i, str(e)))
     for i, why in reversed(bad):
         table.drop(i, why)
-    results = score_rows(judge, samples, cache=open_cache(args))
+    results = score_rows(judge, samples, cache=open_cache(args), processes=procs, batch_size=args.batch_size,
+                         num_workers=args.num_workers)
+    if results is None:
+        return judge, options
     table.scores = [v if v is not None else float("nan") for v, _ in results]
     for i in reversed(range(len(results))):
         if results[i][1] is not None:
@@ -177,6 +183,8 @@ def run(args) -> int:
         table = read_table(args)
         n_rows = len(table.rows) + len(table.skipped)
         judge, options = load_scores(args, table, judge_name=args.judge)
+        if not processes_for(args).is_main:  # the main process fits and writes the card
+            return 0
         hib = resolve_direction(args, judge, args.judge)
         cal = ThresholdCalibrator(args.objective, higher_is_better=hib, target=args.target,
                                   cost_fp=args.cost_fp, cost_fn=args.cost_fn, cv=args.cv,

@@ -15,10 +15,12 @@ from ..cards import load_card
 from ..compose import GroupWise, parse_rule
 from ..data import ManifestError, load_manifest
 from ..devices import check_device
+from ..distributed import Processes
 from ..evaluate import DEFAULT_MAX_PIXELS, evaluate
 from ..judges.base import CardMismatchError
 from ..judges.pyiqa_compat import WeightsUnavailableError
 from ..legacy import create_legacy
+from ..loader import default_num_workers
 from ..registry import accepted_options, check_instance_names, create_judge, get_spec
 from ..report import write_report
 
@@ -34,6 +36,40 @@ def add_cache_options(p: argparse.ArgumentParser) -> None:
                        help="neither read nor write the score cache (scores are kept in memory for this run)")
     p.add_argument("--reuse-abstentions", action="store_true",
                    help="serve cached transient abstentions (API errors, timeouts) too (default: retry them)")
+
+
+def _count(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {v!r}")
+    return n
+
+
+def add_scaling_options(p: argparse.ArgumentParser) -> None:
+    """``--num-workers``: loader threads of every command that scores images (processes come from
+    the launcher: ``accelerate launch ... -m isr_metric.cli COMMAND ...``)."""
+    p.add_argument("--num-workers", type=_count, default=None, metavar="N",
+                   help="loader threads that decode and preprocess the next batches while the model scores "
+                        f"(default {default_num_workers()} here: this process's share of the CPUs - 1, at most 4; "
+                        "0 = in the model's thread)")
+
+
+def processes_for(args) -> Processes:
+    """The processes of this launch (one without a launcher), made once per command. Under a
+    launcher that started several processes, a ``--device`` left out (or ``cuda`` / ``auto``)
+    becomes this process's own device (``cuda:<local rank>``, or ``cpu``); ``--device cpu`` asks
+    for gloo on the CPUs."""
+    procs = getattr(args, "_processes", None)
+    if procs is None:
+        device = getattr(args, "device", None)
+        procs = Processes(cpu=True if str(device).lower() == "cpu" else None)
+        if procs.world > 1 and str(device).lower() in ("none", "auto", "cuda"):
+            args.device = procs.device
+        args._processes = procs
+    return procs
 
 
 def open_cache(args):
@@ -54,6 +90,7 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device for judges that take one (cpu, cuda, cuda:1, mps)")
     p.add_argument("--batch-size", type=int, default=16, help="rows per batch (default 16)")
     add_cache_options(p)
+    add_scaling_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed for the bootstrap and torch (default 0)")
     p.add_argument("--confidence", type=float, default=0.95, help="interval confidence (default 0.95)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (default 2000)")
@@ -197,7 +234,9 @@ def parse_thresholds(items: Sequence[str]) -> Dict[str, float]:
 
 
 def run_pipeline(args, manifest, judges, *, title: str) -> Tuple[int, Any]:
-    """Shared by evaluate and demo: evaluate, write the reports, print the summary."""
+    """Shared by evaluate and demo: evaluate (this process's share of the rows under a launcher),
+    and on the main process alone write the reports and print the summary."""
+    procs = processes_for(args)
     torch.manual_seed(args.seed)
     cache = open_cache(args)
     legacy = create_legacy(args.legacy.split(","), thresholds=parse_thresholds(args.legacy_threshold),
@@ -207,13 +246,20 @@ def run_pipeline(args, manifest, judges, *, title: str) -> Tuple[int, Any]:
                   perceptual_rule=args.perceptual_rule, abstain=args.abstain, cache=cache,
                   batch_size=args.batch_size, legacy=legacy, max_pixels=max_pixels,
                   confidence=args.confidence, n_boot=args.n_boot, seed=args.seed,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, num_workers=args.num_workers, processes=procs)
+    if not ev.is_main:  # the main process holds the same report and alone writes it
+        return (1 if ev.nothing_judged else 0), ev
     paths = write_report(ev.report, args.out, title=title, max_thumbnails=args.max_thumbnails)
     r = ev.report
     print(r.summary())
     calls = ", ".join(f"{k}={v}" for k, v in ev.model_calls.items())
     where = f"the cache ({cache.path})" if cache.path is not None else "this run's memory (--no-cache)"
     print(f"{ev.n_cached_rows} of {ev.n_judged_rows} rows came from {where}; model calls this run: {calls}")
+    n = len(ev.processes)
+    print(f"scoring, {n} process{'es' if n > 1 else ''}: " + ", ".join(
+        f"rank {p['rank']} {p['rows']} rows on {p['device']} in {p['seconds']:.2f} s (waited "
+        f"{p['loader']['wait_s']:.2f} s on data, {p['num_workers']} loader thread"
+        f"{'' if p['num_workers'] == 1 else 's'})" for p in ev.processes))
     if r.failures:
         print(f"{len(r.failures)} row(s) could not be judged (reasons in report.html / report.json):")
         for f in r.failures[:10]:
@@ -240,6 +286,7 @@ def run(args) -> int:
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         manifest = load_manifest(args.manifest)
+        processes_for(args)  # before the judges: each process its own device
         judges = build_judges(names, options, device=args.device, batch_size=args.batch_size,
                               force_card=args.force_card)
     except (KeyError, ValueError, FileNotFoundError, ImportError, ManifestError, CardMismatchError,

@@ -31,7 +31,7 @@ from ..files import file_digest
 from ..labels import LabelError, parse_judge_options, read_label_table, score_rows, write_label_table
 from ..registry import MissingExtraError
 from .calibrate import error, print_skipped
-from .evaluate import add_cache_options, build_judges, open_cache
+from .evaluate import add_cache_options, add_scaling_options, build_judges, open_cache, processes_for
 
 
 def add_parser(sub, help: str) -> argparse.ArgumentParser:
@@ -50,6 +50,7 @@ def add_parser(sub, help: str) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="torch device for a judge that takes one (cpu, cuda, cuda:1, mps)")
 
     add_cache_options(p)
+    add_scaling_options(p)
     p.add_argument("--out", required=True, metavar="labels.csv", help="where to write the label table")
     return p
 
@@ -95,6 +96,7 @@ def _judge(args) -> int:
         return error("label", "pass --judge NAME (a judge that returns verdicts, e.g. mllm) or --import HUMAN.csv")
     try:
         manifest = load_manifest(args.manifest)
+        procs = processes_for(args)  # before the judge: each process its own device
         judge = build_judges([args.judge], {args.judge: parse_judge_options(args.judge_option)},
                              device=args.device, batch_size=args.batch_size)[0]
     except (ManifestError, ValueError, KeyError, FileNotFoundError, MissingExtraError) as e:
@@ -118,7 +120,10 @@ def _judge(args) -> int:
             continue
         samples.append(row.to_sample())
         kept.append(row)
-    results = score_rows(judge, samples, cache=open_cache(args), verdicts=True)
+    results = score_rows(judge, samples, cache=open_cache(args), verdicts=True, processes=procs,
+                         batch_size=args.batch_size, num_workers=args.num_workers)
+    if results is None:  # not the main process: it writes the labels
+        return 0
     out_dir = Path(args.out).resolve().parent
     out_rows = []
     for row, (value, reason) in zip(kept, results):

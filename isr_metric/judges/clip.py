@@ -45,6 +45,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from ..devices import host_batch
 from ..scoring import Abstain, SampleInputs, SampleProblem, SampleScores, ScoreRequest
 from ._local import LocalModelJudge, load_refs, resolve_device, resolve_dtype, to_pil
 
@@ -105,6 +106,16 @@ class ClipJudge(LocalModelJudge):
         """``images``: list of ``(3, H, W)`` float in [0, 1] -> ``(N, D)`` unit vectors."""
         raise NotImplementedError
 
+    def encode_prepared(self, payloads: Sequence[Any]) -> torch.Tensor:  # pragma: no cover
+        """Backends with a :attr:`prepare_image` hook: ``(N, D)`` unit vectors of images already
+        preprocessed by it (in a loader thread, or in-line)."""
+        raise NotImplementedError
+
+    def _encode_refs(self, refs: Sequence[Any]) -> torch.Tensor:
+        if self.prepare_image is None:
+            return self.encode_images([r.load() for r in refs])
+        return self.encode_prepared([r.prepared(self) for r in refs])
+
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:  # pragma: no cover
         """``texts``: list of already-templated strings -> ``(N, D)`` unit vectors."""
         raise NotImplementedError
@@ -136,16 +147,16 @@ class ClipJudge(LocalModelJudge):
         return out
 
     def compute(self, requests: Sequence[ScoreRequest]) -> List[Any]:
-        images, bad = load_refs([ref for r in requests for ref in r.images])
+        _, bad = load_refs([ref for r in requests for ref in r.images])
         out: List[Any] = self._abstain_unloadable(requests, bad)
         live = [i for i, o in enumerate(out) if o is None]
-        digests = list(dict.fromkeys(ref.digest for i in live for ref in requests[i].images))
+        refs = list({ref.digest: ref for i in live for ref in requests[i].images}.values())
         emb: Dict[str, torch.Tensor] = {}
         with torch.no_grad():
-            for k in range(0, len(digests), self.batch_size):
-                chunk = digests[k:k + self.batch_size]
-                e = self.encode_images([images[d] for d in chunk]).detach().to("cpu", torch.float32)
-                emb.update(zip(chunk, e))
+            for k in range(0, len(refs), self.batch_size):
+                chunk = refs[k:k + self.batch_size]
+                e = self._encode_refs(chunk).detach().to("cpu", torch.float32)
+                emb.update(zip((r.digest for r in chunk), e))
             texts = list(dict.fromkeys(t for i in live for t in requests[i].texts))
             tx = dict(zip(texts, self._texts(texts))) if texts else {}
             for i in live:
@@ -304,18 +315,25 @@ class OpenClipJudge(ClipJudge):
         if tag is not None:
             self.model_id += f"@{tag}"
 
+    def prepare_image(self, image: torch.Tensor) -> torch.Tensor:
+        """``(3, S, S)`` float32: open_clip's validation transform of one image (as RGB uint8)."""
+        return self.preprocess(to_pil(image))
+
     def preprocess_images(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """``(N, 3, S, S)`` float32: open_clip's validation transform of each image (as RGB uint8)."""
-        return torch.stack([self.preprocess(to_pil(im)) for im in images])
+        return torch.stack([self.prepare_image(im) for im in images])
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """``(N, context_length)`` token ids from the model's own open_clip tokenizer."""
         return self.tokenizer(list(texts))
 
     @torch.no_grad()
-    def encode_images(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        batch = self.preprocess_images(images).to(self.device, self._dtype)
+    def encode_prepared(self, payloads: Sequence[torch.Tensor]) -> torch.Tensor:
+        batch = host_batch(payloads, self.device).to(self.device, non_blocking=True).to(self._dtype)
         return _normalise(self.model.encode_image(batch))
+
+    def encode_images(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.encode_prepared([self.prepare_image(im) for im in images])
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
@@ -373,6 +391,12 @@ class HFClipJudge(ClipJudge):
         out = self.processor(images=[to_pil(im) for im in images], return_tensors="pt")
         return {k: v for k, v in out.items() if k in self._image_args and isinstance(v, torch.Tensor)}
 
+    def prepare_image(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """:meth:`preprocess_images` of one image (tensors with a leading dimension of 1). The
+        processors of the CLIP / SigLIP families treat each image alone (fixed size, SigLIP 2
+        padded to ``max_num_patches``), so a batch of these is the batch's processor output."""
+        return self.preprocess_images([image])
+
     def tokenize(self, texts: Sequence[str]) -> Dict[str, torch.Tensor]:
         """Token ids (and the attention mask, if the processor makes one): padded to the full length for
         :data:`FULL_LENGTH_TEXT_MODELS`, else to the longest text; truncated at the model's length."""
@@ -388,10 +412,15 @@ class HFClipJudge(ClipJudge):
         return {"text_padding": "max_length"} if self._full_length else {}
 
     @torch.no_grad()
-    def encode_images(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        inputs = {k: (v.to(self.device, self._dtype) if torch.is_floating_point(v) else v.to(self.device))
-                  for k, v in self.preprocess_images(images).items()}
+    def encode_prepared(self, payloads: Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:
+        inputs = {}
+        for k in payloads[0]:
+            v = host_batch([p[k] for p in payloads], self.device, cat=True).to(self.device, non_blocking=True)
+            inputs[k] = v.to(self._dtype) if torch.is_floating_point(v) else v
         return _normalise(self.model.get_image_features(**inputs))
+
+    def encode_images(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.encode_prepared([self.prepare_image(im) for im in images])
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:

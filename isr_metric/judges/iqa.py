@@ -35,7 +35,7 @@ import torch
 
 from ..cards import list_cards, load_card
 from ..data import ImageLoadError, load_image
-from ..devices import resolve_device
+from ..devices import host_batch, resolve_device
 from ..registry import JudgeSpec
 from ..scoring import Abstain, ImageRef, SampleInputs, SampleProblem, SampleScores, ScoreRequest
 from ..types import EditSample, ThresholdCard, Verdict
@@ -223,6 +223,11 @@ class IQAJudge(Judge):
         """Raw scores of a same-size batch ``x``: ``(N, 3, H, W)`` float in [0, 1] -> ``(N,)``."""
         raise NotImplementedError
 
+    def prepare_image(self, image: torch.Tensor) -> Tuple[Optional[torch.Tensor], Optional[str], bool]:
+        """The image as the metric sees it: ``(x, None, resized)`` with ``x`` ``(3, H, W)`` upsampled
+        when below :attr:`min_size` and ``small="resize"``, else ``(None, reason, False)``."""
+        return self._fit_size(image)
+
     def _fit_size(self, x: torch.Tensor) -> Tuple[Optional[torch.Tensor], Optional[str], bool]:
         h, w = x.shape[-2:]
         if min(h, w) >= self.min_size:
@@ -265,11 +270,11 @@ class IQAJudge(Judge):
                 continue
             first[ident] = i
             try:
-                x = img.load() if isinstance(img, ImageRef) else load_image(img, name=labels[i])
+                x, why, up = (img.prepared(self) if isinstance(img, ImageRef)
+                              else self._fit_size(load_image(img, name=labels[i])))
             except ImageLoadError as e:
                 reasons[i] = f"cannot load image: {e}"
                 continue
-            x, why, up = self._fit_size(x)
             if x is None:
                 reasons[i] = why
                 continue
@@ -279,7 +284,7 @@ class IQAJudge(Judge):
             for k in range(0, len(items), self.batch_size):
                 chunk = items[k:k + self.batch_size]
                 idx = [i for i, _ in chunk]
-                batch = torch.stack([x for _, x in chunk])
+                batch = host_batch([x for _, x in chunk], getattr(self, "device", None))
                 try:
                     out = self._run(batch)
                 except Exception:  # isolate the failing image(s)

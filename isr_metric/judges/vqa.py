@@ -248,6 +248,11 @@ class VQAJudge(LocalModelJudge):
         lse_no = torch.logsumexp(logp[:, self.no_ids], dim=-1)
         return torch.sigmoid(lse_yes - lse_no), torch.exp(lse_yes) + torch.exp(lse_no)
 
+    def prepare_image(self, image: torch.Tensor) -> Any:
+        """The RGB uint8 PIL image the processor receives (the processor itself runs with the
+        batch's prompts: how many image tokens a prompt holds depends on the family and the image)."""
+        return to_pil(image)
+
     def requests(self, s: SampleInputs) -> Mapping[str, ScoreRequest]:
         """One ``yes_prob`` request: the edited image and the chat-templated prompt (so a change of
         question or template is a new request)."""
@@ -255,11 +260,11 @@ class VQAJudge(LocalModelJudge):
 
     def compute(self, requests: Sequence[ScoreRequest]) -> List[Any]:
         """``{"score": P(yes) / (P(yes) + P(no)), "yes_no_mass": P(yes) + P(no)}`` per request."""
-        images, bad = load_refs([r.image for r in requests])
+        _, bad = load_refs([r.image for r in requests])
         out: List[Any] = self._abstain_unloadable(requests, bad)
         live = [i for i, o in enumerate(out) if o is None]
         if live:
-            p, m = self._yes_probability([to_pil(images[requests[i].image.digest]) for i in live],
+            p, m = self._yes_probability([requests[i].image.prepared(self) for i in live],
                                          [requests[i].text for i in live])
             for j, i in enumerate(live):
                 out[i] = {"score": float(p[j]), "yes_no_mass": float(m[j])}

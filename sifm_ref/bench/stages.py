@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from isr_metric.cache import CACHE_FILE, ScoreCache
 from isr_metric.data import image_size, load_image
 from isr_metric.devices import resolve_device
+from isr_metric.distributed import Processes
 from isr_metric.evaluate import evaluate
 from isr_metric.files import atomic_write, default_cache_dir
 from isr_metric.legacy import create_legacy
@@ -312,7 +313,8 @@ class Runner:
         judges, composition, legacy = self._judges()
         cache_root = self.out / "cache"
         kw = dict(composition=composition, batch_size=js["batch_size"], legacy=legacy,
-                  confidence=self.cfg.report["confidence"], n_boot=self.cfg.report["n_boot"], seed=self.cfg.seed)
+                  confidence=self.cfg.report["confidence"], n_boot=self.cfg.report["n_boot"], seed=self.cfg.seed,
+                  processes=Processes(alone=True))  # the bench shares the rows itself (below)
         # the shared score cache (what isr evaluate / calibrate use): read it, and add this bench's
         # scores to it at the end; the bench itself writes per-process files under out/cache
         shared = None if js.get("cache_dir") is False else Path(js.get("cache_dir") or default_cache_dir())
