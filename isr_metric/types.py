@@ -826,8 +826,9 @@ class ISRReport:
         composition in words, the protocol, each judge's own ISR and question rates, the judges'
         agreement, the cost, and the notes. The first line is the headline."""
         conf = f"{int(round(self.confidence * 100))}%"
-        groups = (f"semantic mismatch {_pct(self.semantic_rate)}, degraded {_pct(self.degradation_rate)}, "
-                  f"both {_pct(self.both_rate)}")
+        groups = (f"; semantic mismatch {_pct(self.semantic_rate)}, degraded {_pct(self.degradation_rate)}, "
+                  f"both {_pct(self.both_rate)}"
+                  if not (math.isnan(self.semantic_rate) and math.isnan(self.degradation_rate)) else "")
         lines: list = []
         if self.by_method:
             width = max(len(m.label) for m in self.by_method)
@@ -839,11 +840,11 @@ class ISRReport:
             if self.pooled is not None:
                 lines.append(f"  {self.pooled.label}: {self.pooled.line()}")
             lines.append(f"All {self.n_total} edits: {self.n} judged, {self.n_abstained} abstained, "
-                         f"{len(self.failures)} failed; {groups}")
+                         f"{len(self.failures)} failed{groups}")
         else:
             lines.append(f"ISR {_pct(self.isr)} [{_pct(self.ci_low)}, {_pct(self.ci_high)}] ({conf} {self.ci_method}), "
                          f"n={self.n} judged, {self.n_abstained} abstained, {len(self.failures)} failed, "
-                         f"{self.n_clusters} source images; {groups}")
+                         f"{self.n_clusters} source images{groups}")
         if self.composition:
             lines.append(f"Composition: {self.composition}")
         if self.protocol:
