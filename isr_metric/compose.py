@@ -494,8 +494,9 @@ def judge_rates(cols: Sequence[JudgeColumn], clusters: Optional[Sequence[Any]] =
         else:
             lo = hi = float("nan")
             method = "wilson" if ci_method == "auto" else ci_method
-        out[c.judge] = JudgeRate(c.judge, c.kind, k / n if n else float("nan"), lo, hi, n, k,
-                                 len(c.outcomes) - n, method, confidence)
+        out[c.judge] = JudgeRate(judge=c.judge, kind=c.kind, isr=k / n if n else float("nan"), ci_low=lo, ci_high=hi,
+                                 n=n, n_success=k, n_abstained=len(c.outcomes) - n, ci_method=method,
+                                 confidence=confidence)
     return out
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "Verdict",
     "JudgeResult",
     "SampleVerdict",
+    "Rate",
     "JudgeRate",
     "Agreement",
     "MethodRate",
@@ -575,16 +576,23 @@ def _record_from(cls: Any, d: Mapping[str, Any]) -> Any:
     return cls(**out)
 
 
-@dataclass(frozen=True)
-class JudgeRate:
-    """One judge's own success rate (its ISR) over the edits it decided, with the interval.
+class _Record:
+    """JSON round-trip of a flat frozen record (NaN <-> None for float fields)."""
 
-    For a judge that answers questions (an MLLM), ``n_answered`` edits got an answer and
-    ``not_accomplished_rate`` / ``degraded_rate`` are the shares of them answered "not
-    accomplished" / "degraded" (None for other judges)."""
+    def to_dict(self) -> Dict[str, Any]:
+        return _record_dict(self)
 
-    judge: str
-    kind: str
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Any:
+        return _record_from(cls, d)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rate(_Record):
+    """A success rate with its interval: ``isr = n_success / n`` over the ``n`` decided edits
+    (``n_abstained`` left out), ``[ci_low, ci_high]`` at ``confidence`` by ``ci_method``. The
+    common part of :class:`JudgeRate` and :class:`MethodRate` (keyword construction)."""
+
     isr: float
     ci_low: float
     ci_high: float
@@ -593,20 +601,33 @@ class JudgeRate:
     n_abstained: int
     ci_method: str
     confidence: float
+
+    def interval(self) -> str:
+        """``"83.3% [55.0%, 95.1%]"``."""
+        return f"{_pct(self.isr)} [{_pct(self.ci_low)}, {_pct(self.ci_high)}]"
+
+    def line(self) -> str:
+        """``"83.3% [55.0%, 95.1%], n=6 judged, 0 abstained"``."""
+        return f"{self.interval()}, n={self.n} judged, {self.n_abstained} abstained"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JudgeRate(Rate):
+    """One judge's own success rate (its ISR) over the edits it decided, with the interval.
+
+    For a judge that answers questions (an MLLM), ``n_answered`` edits got an answer and
+    ``not_accomplished_rate`` / ``degraded_rate`` are the shares of them answered "not
+    accomplished" / "degraded" (None for other judges)."""
+
+    judge: str
+    kind: str
     n_answered: int = 0
     not_accomplished_rate: Optional[float] = None
     degraded_rate: Optional[float] = None
 
-    def to_dict(self) -> Dict[str, Any]:
-        return _record_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "JudgeRate":
-        return _record_from(cls, d)
-
 
 @dataclass(frozen=True)
-class Agreement:
+class Agreement(_Record):
     """Agreement of two judges on the edits both decided: Cohen's kappa with its ``n``.
 
     ``kappa`` is NaN when chance agreement is 1 (both judges constant and equal: agreement is
@@ -623,13 +644,6 @@ class Agreement:
     only_a: int
     only_b: int
 
-    def to_dict(self) -> Dict[str, Any]:
-        return _record_dict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Agreement":
-        return _record_from(cls, d)
-
 
 #: method names that mean "no protection": their edits measure how often the judges call an
 #: unprotected edit a success (the floor every method is read against), never an ISR of a method;
@@ -642,10 +656,10 @@ def is_unprotected(method: Optional[str]) -> bool:
     return method is not None and str(method).strip().lower() in UNPROTECTED_METHODS
 
 
-@dataclass(frozen=True)
-class MethodRate:
+@dataclass(frozen=True, kw_only=True)
+class MethodRate(Rate):
     """ISR of the edits of one method -- or of several methods pooled (``methods`` lists them) --
-    with its interval and each judge's own rate on those edits.
+    with its interval, the source images they come from, and each judge's own rate on those edits.
 
     ``unprotected``: the method is a no-protection row (:data:`UNPROTECTED_METHODS`): its rate is
     the judges' false-success rate on unprotected edits, not the ISR of a method."""
@@ -653,15 +667,7 @@ class MethodRate:
     label: str
     methods: Tuple[Optional[str], ...]
     unprotected: bool
-    isr: float
-    ci_low: float
-    ci_high: float
-    n: int
-    n_success: int
-    n_abstained: int
     n_clusters: int
-    ci_method: str
-    confidence: float
     per_judge: Tuple[JudgeRate, ...] = ()
 
     def to_dict(self) -> Dict[str, Any]:
@@ -676,11 +682,6 @@ class MethodRate:
         per = tuple(JudgeRate.from_dict(j) for j in d.pop("per_judge", ()) or ())
         r = _record_from(cls, d)
         return dataclasses.replace(r, methods=tuple(r.methods), per_judge=per)
-
-    def line(self) -> str:
-        """``"83.3% [55.0%, 95.1%], n=6 judged, 0 abstained"``."""
-        return f"{_pct(self.isr)} [{_pct(self.ci_low)}, {_pct(self.ci_high)}], n={self.n} judged, " \
-               f"{self.n_abstained} abstained"
 
 
 def _pct(x: Optional[float]) -> str:
@@ -861,12 +862,10 @@ class ISRReport:
                     for m in self.by_method:
                         r = next((x for x in m.per_judge if x.judge == j.judge), None)
                         if r is not None:
-                            parts.append(f"{m.label} {_pct(r.isr)} [{_pct(r.ci_low)}, {_pct(r.ci_high)}] "
-                                         f"n={r.n}{_questions(r)}")
+                            parts.append(f"{m.label} {r.interval()} n={r.n}{_questions(r)}")
                     lines.append(f"  {j.judge}: " + "; ".join(parts))
                 else:
-                    lines.append(f"  {j.judge}: {_pct(j.isr)} [{_pct(j.ci_low)}, {_pct(j.ci_high)}], n={j.n} "
-                                 f"judged, {j.n_abstained} abstained{_questions(j)}")
+                    lines.append(f"  {j.judge}: {j.line()}{_questions(j)}")
         if self.judge_agreement:
             lines.append("Agreement of the judges (Cohen's kappa on the edits both decided"
                          + (", all methods" if self.by_method else "") + "): "
