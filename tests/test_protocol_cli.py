@@ -199,6 +199,8 @@ def test_cli_protocol_usage_errors_name_the_variable_or_option_and_never_the_key
     _one_error_line(capsys, "--protocol-option needs --protocol NAME")
     assert _run(manifest, tmp / "o", "--judges", "iqa:piqe", "--composition", "per-jugde") == 2
     _one_error_line(capsys, "--composition per-jugde", "'per-judge'")
+    assert _run(manifest, tmp / "o", "--judges", "iqa:piqe", "--composition", "group-wise:all", "--rule", "any") == 2
+    _one_error_line(capsys, "names the groups' rule already")
     assert server.state.total == 0 and not (tmp / "o").exists()  # nothing judged, nothing written
 
     assert main(["judges", "--protocols"]) == 0

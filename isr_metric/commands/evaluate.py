@@ -120,10 +120,17 @@ def parse_composition(args, kinds: Dict[str, str]) -> Composition:
             raise ValueError(f"--composition {args.composition}: {e}") from None
         if args.abstain != "strict":  # --abstain drop applies to any composition
             comp = dataclasses.replace(comp, abstain=args.abstain)
-        if comp.form != "group-wise" and (args.rule or args.semantic_rule or args.perceptual_rule):
+        rules_given = bool(args.rule or args.semantic_rule or args.perceptual_rule)
+        if comp.form != "group-wise" and rules_given:
             raise ValueError(f"--rule/--semantic-rule/--perceptual-rule set the group-wise rules; --composition "
                              f"{args.composition} combines each judge's verdict (give its rule after ':', e.g. "
                              "per-judge:majority)")
+        if comp.form == "group-wise" and rules_given:
+            if ":" in args.composition:
+                raise ValueError(f"--composition {args.composition} names the groups' rule already; drop "
+                                 "--rule/--semantic-rule/--perceptual-rule or write --composition group-wise")
+            rule = args.rule or "any"
+            comp = GroupWise(args.semantic_rule or rule, args.perceptual_rule or rule, comp.abstain)
     try:
         comp.check(kinds)
     except ValueError as e:
