@@ -33,7 +33,6 @@ judge's own ISR with its interval (:func:`judge_rates`) and the pairwise agreeme
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -41,7 +40,7 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .stats import rate_interval
-from .types import JUDGE_KINDS, Verdict
+from .types import JUDGE_KINDS, Agreement, JudgeRate, Verdict
 
 __all__ = ["parse_rule", "group_decision", "RuleLike", "Outcome", "JudgeColumn", "Decisions", "Composition", "GroupWise", "PerJudge", "composition_from",
            "columns_from_verdicts", "either_column", "combine_rule", "or3", "truth_table", "format_truth_table",
@@ -478,30 +477,6 @@ def format_truth_table(compositions: Mapping[str, Composition], kinds: Mapping[s
 # per-judge rates and agreement
 # ---------------------------------------------------------------------------------------------
 
-def _json_fields(record: Any) -> Dict[str, Any]:
-    """A record's fields for JSON (NaN -> None)."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.__dict__.items()}
-
-
-@dataclass(frozen=True)
-class JudgeRate:
-    """One judge's own success rate (its ISR) over the samples it decided, with the interval."""
-
-    judge: str
-    kind: str
-    isr: float
-    ci_low: float
-    ci_high: float
-    n: int
-    n_success: int
-    n_abstained: int
-    ci_method: str
-    confidence: float
-
-    def to_dict(self) -> Dict[str, Any]:
-        return _json_fields(self)
-
-
 def judge_rates(cols: Sequence[JudgeColumn], clusters: Optional[Sequence[Any]] = None, *,
                 confidence: float = 0.95, ci_method: str = "auto", n_boot: int = 2000, seed: int = 0
                 ) -> Dict[str, JudgeRate]:
@@ -519,31 +494,10 @@ def judge_rates(cols: Sequence[JudgeColumn], clusters: Optional[Sequence[Any]] =
         else:
             lo = hi = float("nan")
             method = "wilson" if ci_method == "auto" else ci_method
-        out[c.judge] = JudgeRate(c.judge, c.kind, k / n if n else float("nan"), lo, hi, n, k,
-                                 len(c.outcomes) - n, method, confidence)
+        out[c.judge] = JudgeRate(judge=c.judge, kind=c.kind, isr=k / n if n else float("nan"), ci_low=lo, ci_high=hi,
+                                 n=n, n_success=k, n_abstained=len(c.outcomes) - n, ci_method=method,
+                                 confidence=confidence)
     return out
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """Agreement of two judges on the samples both decided: Cohen's kappa with its ``n``.
-
-    ``kappa`` is NaN when chance agreement is 1 (both judges constant and equal: agreement is
-    perfect but kappa is undefined); ``p_observed`` is the raw share of agreeing samples."""
-
-    a: str
-    b: str
-    n: int
-    kappa: float
-    p_observed: float
-    p_expected: float
-    both_success: int
-    both_failure: int
-    only_a: int
-    only_b: int
-
-    def to_dict(self) -> Dict[str, Any]:
-        return _json_fields(self)
 
 
 def cohen_kappa(a: Sequence[Outcome], b: Sequence[Outcome], names: Tuple[str, str] = ("a", "b")) -> Agreement:

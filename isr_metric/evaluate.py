@@ -28,22 +28,24 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 from tqdm.auto import tqdm
 
 from .cache import ScoreCache
-from .compose import Composition, GroupWise
+from .compose import Composition, GroupWise, composition_from
 from .data import Manifest, ManifestRow, display_text, load_manifest
 from .judges.base import Judge
 from .legacy import LegacyMetric, agreement_table
+from .protocols import Protocol, protocol as build_protocol
 from .rules import join_by_judge, judge_summary, report_from_samples, report_rule, sample_info, sample_verdicts
 from .distributed import Processes, ShardedRun, fingerprint, shard_batches
 from .loader import LoadedBatch, ScoreLoader
 from .scoring import SampleScores, ScoringRun
 from .types import CacheStats, EditSample, ISRReport, LegacySummary, RunInfo, Verdict
+from .usage import APIUsage, add_usage, usage_by_identity
 
-__all__ = ["evaluate", "Evaluation", "judge_needs", "DEFAULT_MAX_PIXELS", "check_rows", "score_batch",
+__all__ = ["evaluate", "resolve_judging", "Evaluation", "judge_needs", "DEFAULT_MAX_PIXELS", "check_rows", "score_batch",
            "score_manifest", "decide_batch", "build_report", "ScoredBatch", "ScoredRows", "DecidedBatch",
            "manifest_failures"]
 
@@ -252,6 +254,8 @@ class DecidedBatch:
     verdicts: List[Verdict]
     info: Dict[str, Dict[str, Any]]
     n_cached: int = 0
+    #: API cost of the batch per judge that reports it (judges of one scorer identity once)
+    usage: Dict[str, APIUsage] = field(default_factory=dict)
 
 
 def decide_batch(judges: Sequence[Judge], legacy: Sequence[LegacyMetric], batch: ScoredBatch) -> DecidedBatch:
@@ -268,7 +272,8 @@ def decide_batch(judges: Sequence[Judge], legacy: Sequence[LegacyMetric], batch:
             if why:
                 reasons[lm.name] = why
         info[row.key] = sample_info(sample, legacy=values, legacy_reasons=reasons, warnings=tuple(row.warnings))
-    return DecidedBatch(verdicts=verdicts, info=info, n_cached=sum(batch.cached))
+    return DecidedBatch(verdicts=verdicts, info=info, n_cached=sum(batch.cached),
+                        usage=usage_by_identity(judges, batch.results[:len(judges)]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,9 +283,10 @@ def decide_batch(judges: Sequence[Judge], legacy: Sequence[LegacyMetric], batch:
 def build_report(decided: Sequence[DecidedBatch], *, judges: Sequence[Judge], legacy: Sequence[LegacyMetric] = (),
                  composition: Composition, failures: Sequence[Mapping[str, Any]] = (),
                  run: Optional[RunInfo] = None, confidence: float = 0.95, n_boot: int = 2000,
-                 seed: int = 0) -> ISRReport:
+                 seed: int = 0, protocol: Optional[Protocol] = None) -> ISRReport:
     """Stage 4: the report of the decided batches (in order). ``run.warnings`` is filled from the
-    rows' warnings."""
+    rows' warnings; the API cost is the batches' ``usage`` summed; ``protocol`` (when the judges
+    came from one) is recorded by name and options (never a key)."""
     verdicts = [v for b in decided for v in b.verdicts]
     info = {k: v for b in decided for k, v in b.info.items()}
     desc = {j.name: j.describe() for j in judges}
@@ -297,19 +303,75 @@ def build_report(decided: Sequence[DecidedBatch], *, judges: Sequence[Judge], le
     if run is not None:
         run = dataclasses.replace(run, warnings=tuple({"key": display_text(s.key), "row": s.row, "warning": w}
                                                       for s in per_sample for w in s.warnings))
-    return report_from_samples(per_sample, judges=summaries, rule=report_rule(composition), confidence=confidence,
-                               n_boot=n_boot, seed=seed, failures=failures, legacy=summary, run=run)
+    usage: Dict[str, APIUsage] = {}
+    for b in decided:
+        usage = add_usage(usage, b.usage)
+    return report_from_samples(per_sample, judges=summaries, rule=report_rule(composition),
+                               composition=composition.describe({j.name: j.kind for j in judges}),
+                               confidence=confidence, n_boot=n_boot, seed=seed, failures=failures, legacy=summary,
+                               run=run, usage=usage, protocol=None if protocol is None else protocol.to_dict())
+
+
+def resolve_judging(judges: Sequence[Any] = (), *, protocol: Union[None, str, Protocol] = None,
+                    protocol_options: Optional[Mapping[str, Any]] = None,
+                    composition: Union[None, str, Mapping[str, Any], Composition] = None, rule: Union[str, int] = "any",
+                    semantic_rule: Union[str, int, None] = None, perceptual_rule: Union[str, int, None] = None,
+                    abstain: str = "strict") -> Tuple[List[Any], Composition, Optional[Protocol]]:
+    """``(judges, composition, protocol)`` of the arguments of :func:`evaluate` / ``ISR``:
+
+    - ``protocol`` (a name of :func:`~isr_metric.protocols.list_protocols` with
+      ``protocol_options``, or a built :class:`~isr_metric.protocols.Protocol`) gives the judges
+      and the composition; its API-key variables must be set, unless its endpoint is on this
+      machine (:meth:`~isr_metric.protocols.Protocol.require_keys`);
+    - else ``judges``, combined by ``composition`` (a :class:`~isr_metric.compose.Composition`, a
+      mapping or a name such as ``"per-judge:all"``, ``"per-judge:2-of-3"``, ``"group-wise:any"``:
+      :func:`~isr_metric.compose.composition_from`) or, without one, by the group-wise rule of
+      ``rule`` / ``semantic_rule`` / ``perceptual_rule`` / ``abstain``.
+
+    ``composition`` also overrides a protocol's own. The composition is checked against the
+    judges' kinds here, before anything is judged."""
+    if protocol is not None:
+        if judges:
+            raise ValueError("pass either judges or protocol=: a protocol builds its own judges "
+                             f"({protocol if isinstance(protocol, str) else protocol.name!r})")
+        if isinstance(protocol, Protocol):
+            if protocol_options:
+                raise ValueError("protocol_options= go with a protocol name; this Protocol is already built")
+            proto = protocol
+        else:
+            proto = build_protocol(str(protocol), **dict(protocol_options or {}))
+        proto.require_keys()
+        judges = list(proto.judges)
+        comp = proto.composition if composition is None else composition_from(composition)
+        proto = dataclasses.replace(proto, composition=comp)
+    else:
+        if protocol_options:
+            raise ValueError("protocol_options= without protocol=: name the protocol (e.g. protocol='paper')")
+        proto = None
+        comp = composition_from(composition) if composition is not None else GroupWise(
+            semantic_rule if semantic_rule is not None else rule,
+            perceptual_rule if perceptual_rule is not None else rule, abstain)
+    judges = list(judges)
+    names = [getattr(j, "name", None) for j in judges]
+    dup = sorted({n for n in names if n is not None and names.count(n) > 1})
+    if dup:
+        raise ValueError(f"two judges share the name(s) {dup}; give each a distinct name (KIND@LABEL, or name=)")
+    if judges:
+        comp.check({j.name: j.kind for j in judges})  # e.g. judges of kind 'either' need the per-judge form
+    return judges, comp, proto
 
 
 def evaluate(
     manifest: Union[str, os.PathLike, Manifest],
-    judges: Sequence[Any],
+    judges: Sequence[Any] = (),
     *,
+    protocol: Union[None, str, Protocol] = None,
+    protocol_options: Optional[Mapping[str, Any]] = None,
     rule: Union[str, int] = "any",
     semantic_rule: Union[str, int, None] = None,
     perceptual_rule: Union[str, int, None] = None,
     abstain: str = "strict",
-    composition: Optional[Composition] = None,
+    composition: Union[None, str, Mapping[str, Any], Composition] = None,
     cache: Optional[ScoreCache] = None,
     batch_size: int = 16,
     legacy: Sequence[LegacyMetric] = (),
@@ -323,12 +385,17 @@ def evaluate(
     processes: Optional[Processes] = None,
 ) -> Evaluation:
     """Judge every usable row of ``manifest`` with ``judges`` (objects, e.g. from
-    :func:`~isr_metric.registry.create_judge`) and return the :class:`Evaluation`.
+    :func:`~isr_metric.registry.create_judge`) or with the judges of a ``protocol``, and return
+    the :class:`Evaluation`.
 
     Args:
-        rule, semantic_rule, perceptual_rule, abstain: the group-wise rule
-            (:class:`~isr_metric.compose.GroupWise`), unless ``composition`` gives another
-            (:class:`~isr_metric.compose.PerJudge`, ...).
+        protocol, protocol_options: a judging protocol by name (``"paper"``) and its options
+            (``{"base_url": ..., "models": ..., "across": "any"}``), instead of ``judges``.
+        composition: how the judges' verdicts combine: a :class:`~isr_metric.compose.Composition`
+            or its name (``"group-wise"``, ``"per-judge:all"``, ``"per-judge:majority"``,
+            ``"per-judge:2-of-3"``); default: the protocol's, else the group-wise rule of
+        rule, semantic_rule, perceptual_rule, abstain (:class:`~isr_metric.compose.GroupWise`).
+            See :func:`resolve_judging`.
         cache: a :class:`~isr_metric.cache.ScoreCache` (None: an in-memory one for this call).
         legacy: :class:`~isr_metric.legacy.LegacyMetric` objects computed beside ISR (their values
             land in each sample's ``legacy`` and the agreement table in ``report.legacy``).
@@ -344,21 +411,20 @@ def evaluate(
             one process only (or on a share of the rows the caller picked) passes
             ``Processes(alone=True)``.
     """
+    judges, composition, proto = resolve_judging(
+        judges, protocol=protocol, protocol_options=protocol_options, composition=composition, rule=rule,
+        semantic_rule=semantic_rule, perceptual_rule=perceptual_rule, abstain=abstain)
     m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not judges:
-        raise ValueError("evaluate() needs at least one judge")
+        raise ValueError("evaluate() needs at least one judge (or protocol=)")
     for j in judges:
         if not isinstance(j, Judge):
             raise TypeError(f"evaluate() needs Judge objects (create_judge(...)), got {type(j).__name__}; wrap a "
                             "function with create_judge('callable', fn=..., kind=..., higher_is_better=...)")
         j.check_ready()  # no threshold, ...: fail before any image is scored
-    judges, legacy = list(judges), list(legacy)
-    if composition is None:
-        composition = GroupWise(semantic_rule if semantic_rule is not None else rule,
-                                perceptual_rule if perceptual_rule is not None else rule, abstain)
-    composition.check({j.name: j.kind for j in judges})  # e.g. judges of kind 'either' need the per-judge form
+    legacy = list(legacy)
     needs: Set[str] = set().union(*(judge_needs(j) for j in judges))
     failures = manifest_failures(m)
     procs = processes if processes is not None else Processes()
@@ -391,7 +457,7 @@ def evaluate(
                    cache=CacheStats(path=cache_path, rows_from_cache=n_cached, model_calls=model_calls,
                                     legacy_calls=sum(scored.calls[len(judges):])))
     report = build_report(decided, judges=judges, legacy=legacy, composition=composition, failures=failures,
-                          run=info, confidence=confidence, n_boot=n_boot, seed=seed)
+                          run=info, confidence=confidence, n_boot=n_boot, seed=seed, protocol=proto)
     return Evaluation(report=report, n_rows=info.n_rows, n_judged_rows=sum(len(b.info) for b in decided),
                       n_cached_rows=n_cached, model_calls=model_calls, cache_path=cache_path,
                       processes=tuple(scored.processes), rank=procs.rank)

@@ -13,15 +13,18 @@ hands their verdicts to those rules.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .compose import Composition, GroupWise, RuleLike
+from .evaluate import resolve_judging
 from .judges.base import Judge
+from .protocols import Protocol
 from .registry import create_judge
 from .rules import (join_by_judge, judge_summary, key_order, report_from_samples, report_rule, sample_info,
                     sample_verdicts)
 from .scoring import score_samples
 from .types import EditSample, ISRReport, Verdict
+from .usage import APIUsage, add_usage, usage_by_identity
 
 __all__ = ["ISR", "isr"]
 
@@ -67,21 +70,26 @@ def isr(
                             perceptual_rule if perceptual_rule is not None else rule, abstain)
     order = key_order(verdicts)
     per_sample = sample_verdicts(verdicts, composition, order=order, info=_cluster_info(order, clusters))
+    joined = join_by_judge(verdicts)
     return report_from_samples(
-        per_sample, judges=[judge_summary(v) for v in join_by_judge(verdicts)], rule=report_rule(composition),
+        per_sample, judges=[judge_summary(v) for v in joined], rule=report_rule(composition),
+        composition=composition.describe({v.judge: v.kind for v in joined}),
         confidence=confidence, ci_method=ci_method, n_boot=n_boot, seed=seed,
     )
 
 
-def _judge_all(judges: Sequence[Any], samples: Sequence[EditSample]) -> List[Verdict]:
-    """Verdicts of every judge on ``samples``, scored together: judges of one scorer identity
-    (``mllm`` and ``mllm-degraded``) share their requests. Objects that are not a
-    :class:`~isr_metric.judges.base.Judge` are called on the samples."""
+def _judge_all(judges: Sequence[Any], samples: Sequence[EditSample]) -> Tuple[List[Verdict], Dict[str, APIUsage]]:
+    """Verdicts of every judge on ``samples``, scored together (judges of one scorer identity,
+    ``mllm`` and ``mllm-degraded``, share their requests), and the API cost per judge that
+    reports it. Objects that are not a :class:`~isr_metric.judges.base.Judge` are called on the
+    samples."""
     scorable = [j for j in judges if isinstance(j, Judge)]
     for j in scorable:
         j.check_ready()
-    results = dict(zip(map(id, scorable), score_samples(scorable, samples))) if scorable else {}
-    return [j.decide_scores(samples, results[id(j)]) if id(j) in results else j(samples) for j in judges]
+    scored = score_samples(scorable, samples) if scorable else []
+    results = dict(zip(map(id, scorable), scored))
+    verdicts = [j.decide_scores(samples, results[id(j)]) if id(j) in results else j(samples) for j in judges]
+    return verdicts, usage_by_identity(scorable, scored)
 
 
 class ISR:
@@ -96,9 +104,18 @@ class ISR:
         report = metric.compute()     # ISRReport with interval and per-sample verdicts
 
     Judges may be judge objects, registry names (created with default options) or
-    ``(name, options)`` pairs. ``rule`` / ``semantic_rule`` / ``perceptual_rule`` / ``abstain``
-    configure the group-wise composition (:class:`~isr_metric.rules.GroupWise`); ``composition=``
-    gives another :class:`~isr_metric.rules.Composition` instead. ``update`` also accepts precomputed verdicts::
+    ``(name, options)`` pairs: ``semantic=`` / ``perceptual=`` judges by group, ``judges=`` judges
+    of any kind (e.g. ``mllm-any@X``, one verdict per edit). ``rule`` / ``semantic_rule`` /
+    ``perceptual_rule`` / ``abstain`` configure the group-wise composition
+    (:class:`~isr_metric.compose.GroupWise`); ``composition=`` gives another, as an object or by
+    name (``"per-judge:all"``, ``"per-judge:majority"``, ``"per-judge:2-of-3"``, ``"group-wise"``).
+    A judging protocol brings its judges and composition::
+
+        metric = ISR(protocol="paper")                          # Gemini 2.5 Pro + Flash, both must agree
+        metric = ISR(protocol="paper", base_url="http://localhost:8000/v1", models="qwen-vl-7b,qwen-vl-72b")
+
+    (options of the protocol as keywords, or ``protocol_options={...}``). ``update`` also accepts
+    precomputed verdicts::
 
         metric = ISR(rule="all")
         metric.update(verdicts=[v_gemini_flash, v_gemini_pro], clusters={...})
@@ -109,27 +126,35 @@ class ISR:
         semantic: Sequence[Any] = (),
         perceptual: Sequence[Any] = (),
         *,
+        judges: Sequence[Any] = (),
+        protocol: Union[None, str, Protocol] = None,
+        protocol_options: Optional[Mapping[str, Any]] = None,
         rule: RuleLike = "any",
         semantic_rule: Optional[RuleLike] = None,
         perceptual_rule: Optional[RuleLike] = None,
         abstain: str = "strict",
-        composition: Optional[Composition] = None,
+        composition: Union[None, str, Mapping[str, Any], Composition] = None,
         confidence: float = 0.95,
         ci_method: str = "auto",
         n_boot: int = 2000,
         seed: int = 0,
+        **options: Any,
     ) -> None:
+        if options:
+            if protocol is None:
+                raise TypeError(f"ISR() got unexpected keyword argument(s) {sorted(options)} (protocol options go "
+                                "with protocol=NAME)")
+            if protocol_options:
+                raise TypeError("give protocol options as keywords or as protocol_options=, not both")
+            protocol_options = options
         self.semantic = [self._make(j, "semantic") for j in semantic]
         self.perceptual = [self._make(j, "perceptual") for j in perceptual]
-        names = [j.name for j in self.semantic + self.perceptual]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"two judges share the name(s) {dup}; give each a distinct name= option")
-        self.composition = composition if composition is not None else GroupWise(
-            semantic_rule if semantic_rule is not None else rule,
-            perceptual_rule if perceptual_rule is not None else rule, abstain)
-        if self.semantic or self.perceptual:  # now, not after an hour of judging
-            self.composition.check({j.name: j.kind for j in self.semantic + self.perceptual})
+        others = [self._make(j, None) for j in judges]
+        all_judges, self.composition, self.protocol = resolve_judging(
+            [*self.semantic, *self.perceptual, *others], protocol=protocol, protocol_options=protocol_options,
+            composition=composition, rule=rule, semantic_rule=semantic_rule, perceptual_rule=perceptual_rule,
+            abstain=abstain)
+        self.judges: List[Any] = all_judges  # every judge, in the composition's order
         self.confidence, self.ci_method, self.n_boot, self.seed = confidence, ci_method, n_boot, seed
         self.reset()
 
@@ -146,12 +171,12 @@ class ISR:
         return getattr(self.composition, "abstain", None)
 
     @staticmethod
-    def _make(j: Any, kind: str):
+    def _make(j: Any, kind: Optional[str]):
         if isinstance(j, str):
             j = create_judge(j)
         elif isinstance(j, tuple) and len(j) == 2 and isinstance(j[0], str):
             j = create_judge(j[0], **dict(j[1]))
-        if getattr(j, "kind", None) != kind:
+        if kind is not None and getattr(j, "kind", None) != kind:
             raise ValueError(f"judge {getattr(j, 'name', j)!r} is {getattr(j, 'kind', '?')!r}, "
                              f"but was passed in the {kind} group")
         return j
@@ -160,6 +185,7 @@ class ISR:
         self._verdicts: List[Verdict] = []
         self._info: Dict[str, Dict[str, Any]] = {}
         self._failures: List[Dict[str, Any]] = []
+        self._usage: Dict[str, APIUsage] = {}
 
     def update(
         self,
@@ -184,12 +210,13 @@ class ISR:
             if samples and not isinstance(samples[0], EditSample):
                 raise TypeError(f"update() expects a sequence of EditSample, got {type(samples[0]).__name__}; "
                                 "precomputed results go in update(verdicts=...)")
-            if not (self.semantic or self.perceptual):
-                raise ValueError("this ISR has no judges; pass semantic=/perceptual= judges, or use "
-                                 "update(verdicts=...)")
+            if not self.judges:
+                raise ValueError("this ISR has no judges; pass semantic=/perceptual=/judges= judges or protocol=, "
+                                 "or use update(verdicts=...)")
             for s in samples:
                 self._info[s.resolved_key()] = sample_info(s)
-            new = _judge_all(self.semantic + self.perceptual, samples)
+            new, usage = _judge_all(self.judges, samples)
+            self._usage = add_usage(self._usage, usage)
         else:
             new = list(verdicts)
             keys = key_order(new)
@@ -208,11 +235,15 @@ class ISR:
         if not self._verdicts:
             raise ValueError("compute() called before any update(); nothing has been judged")
         per_sample = sample_verdicts(self._verdicts, self.composition, info=self._info,
-                                     semantic_names=[j.name for j in self.semantic],
-                                     perceptual_names=[j.name for j in self.perceptual])
-        desc = {j.name: j.describe() for j in self.semantic + self.perceptual if hasattr(j, "describe")}
+                                     semantic_names=[j.name for j in self.judges])
+        desc = {j.name: j.describe() for j in self.judges if hasattr(j, "describe")}
+        joined = join_by_judge(self._verdicts)
+        order = {j.name: i for i, j in enumerate(self.judges)}
+        joined.sort(key=lambda v: order.get(v.judge, len(order)))
         return report_from_samples(
-            per_sample, judges=[judge_summary(v, desc.get(v.judge)) for v in join_by_judge(self._verdicts)],
-            rule=report_rule(self.composition), confidence=self.confidence, ci_method=self.ci_method,
-            n_boot=self.n_boot, seed=self.seed, failures=self._failures,
+            per_sample, judges=[judge_summary(v, desc.get(v.judge)) for v in joined],
+            rule=report_rule(self.composition), composition=self.composition.describe({v.judge: v.kind for v in joined}),
+            confidence=self.confidence, ci_method=self.ci_method, n_boot=self.n_boot, seed=self.seed,
+            failures=self._failures, usage=self._usage,
+            protocol=None if self.protocol is None else self.protocol.to_dict(),
         )

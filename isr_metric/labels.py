@@ -26,11 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .compose import Composition
 from .data import read_table
 from .distributed import Processes, score_sharded
+from .rules import sample_verdicts
 from .types import EditSample
 
-__all__ = ["LabelError", "parse_label", "LabelTable", "read_label_table", "write_label_table",
+__all__ = ["protocol_rows", "LabelError", "parse_label", "LabelTable", "read_label_table", "write_label_table",
            "row_sample", "score_rows", "parse_judge_options", "IMAGE_COLUMNS"]
 
 IMAGE_COLUMNS = ("edited", "source", "reference")
@@ -230,6 +232,33 @@ def score_rows(judge: Any, samples: Sequence[Any], *, cache: Any = None, verdict
     for r in results:
         score, why = judge.combine(r)
         out.append((score, None) if math.isfinite(score) else (None, f"judge abstained: {why or 'score is NaN'}"))
+    return out
+
+
+def protocol_rows(judges: Sequence[Any], composition: Composition, samples: Sequence[Any], *, cache: Any = None,
+                  processes: Optional[Processes] = None, batch_size: int = 16, num_workers: Optional[int] = None
+                  ) -> Optional[List[Tuple[Optional[Any], Optional[str]]]]:
+    """Label ``samples`` with several judges combined by ``composition`` (a protocol's): per sample
+    ``((success, n_judges_saying_success), None)``, or ``(None, reason)`` where the composition
+    could not decide (abstentions). One request per (judge identity, sample), through the cache.
+    Sharded like :func:`score_rows`: under a launcher only the main process gets the list."""
+    samples = list(samples)
+    res = score_sharded(list(judges), samples, cache=cache, processes=processes, batch_size=batch_size,
+                        num_workers=num_workers)
+    if res is None:
+        return None
+    results = res.results
+    verdicts = [j.decide_scores(samples, r) for j, r in zip(judges, results)]
+    keys = [s.resolved_key() for s in samples]
+    per = {v.key: v for v in sample_verdicts(verdicts, composition, order=keys)}
+    out: List[Tuple[Optional[Any], Optional[str]]] = []
+    for k in keys:
+        v = per[k]
+        if v.success is None:
+            why = "; ".join(f"{n}: {r.reason or 'abstained'}" for n, r in v.judges.items() if r.abstained)
+            out.append((None, f"the protocol's judges could not decide ({why or 'undecided'})"))
+        else:
+            out.append(((bool(v.success), float(sum(r.success for r in v.judges.values() if not r.abstained))), None))
     return out
 
 

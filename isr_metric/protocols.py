@@ -27,13 +27,14 @@ import inspect
 import json
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .compose import Composition, PerJudge
 from .registry import accepted_options, create_judge, get_spec
 
-__all__ = ["Protocol", "ProtocolSpec", "ProtocolOptionError", "protocol", "register_protocol", "list_protocols",
-           "parse_protocol_options", "GEMINI_OPENAI_URL"]
+__all__ = ["Protocol", "ProtocolSpec", "ProtocolOptionError", "MissingAPIKeyError", "protocol", "register_protocol", "list_protocols",
+           "parse_protocol_options", "is_local_endpoint", "GEMINI_OPENAI_URL"]
 
 #: Gemini's OpenAI-compatible endpoint
 GEMINI_OPENAI_URL = "https://generativelanguage.googleapis.com/v1beta/openai/"
@@ -43,6 +44,18 @@ _SET_BY_PROTOCOL = frozenset({"client", "name", "model", "api_key"})
 
 class ProtocolOptionError(ValueError):
     """An option given to a protocol is unknown or invalid; the message names it and the fix."""
+
+
+class MissingAPIKeyError(ValueError):
+    """A protocol's API-key variable is not set; the message names the variable and the fix
+    (never a key)."""
+
+
+def is_local_endpoint(url: str) -> bool:
+    """True for an endpoint on this machine (``localhost``, ``127.*``, ``::1``): local servers
+    (vLLM, Ollama, LM Studio) usually need no key."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,8 @@ class Protocol:
     options: Mapping[str, Any] = field(default_factory=dict)
     key_variables: Tuple[str, ...] = ()
     description: str = ""
+    #: the API roots the judges call
+    endpoints: Tuple[str, ...] = ()
 
     def kinds(self) -> Dict[str, str]:
         """``{judge name: kind}`` in order."""
@@ -75,6 +90,20 @@ class Protocol:
     def missing_keys(self) -> List[str]:
         """Key variables that are not set in this environment (check before a long run)."""
         return [v for v in self.key_variables if not os.environ.get(v)]
+
+    def require_keys(self) -> None:
+        """Raise :class:`MissingAPIKeyError` naming the unset key variables and the fix, unless
+        every endpoint is on this machine (a local server needs no key; one that does answers
+        401 and the edits abstain with that reason)."""
+        missing = self.missing_keys()
+        if not missing or (self.endpoints and all(is_local_endpoint(u) for u in self.endpoints)):
+            return
+        var = missing[0]
+        where = f" ({', '.join(self.endpoints)})" if self.endpoints else ""
+        raise MissingAPIKeyError(
+            f"protocol {self.name!r} reads its API key from the environment variable {var}, which is not set: "
+            f"export {var}=<your key> before running (or name another variable with the protocol option "
+            f"api_key_env=NAME, CLI: --protocol-option api_key_env=NAME); the endpoint{where} needs it")
 
     def to_dict(self) -> Dict[str, Any]:
         """JSON description for reports."""
@@ -137,6 +166,10 @@ def protocol(name: str, /, **options: Any) -> Protocol:
         raise KeyError(f"no protocol named {name!r}.{hint} Protocols: {', '.join(sorted(_PROTOCOLS))}")
     known = spec.options()
     for k in options:
+        if k in ("api_key", "key", "token"):
+            raise ProtocolOptionError(f"protocol {name!r} takes no API key as an option: keys are read only from an "
+                                      "environment variable. Export it (e.g. export GEMINI_API_KEY=...) and pass its "
+                                      "NAME with api_key_env=NAME (CLI: --protocol-option api_key_env=NAME)")
         if k not in known:
             close = difflib.get_close_matches(k, known, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "."
@@ -206,7 +239,8 @@ def paper_protocol(*, models: Union[str, Sequence[str]] = ("gemini-2.5-pro", "ge
     options = {"models": models, "labels": labels, "base_url": base_url, "api_key_env": api_key_env,
                "across": across, "abstain": abstain, "template": template, **judge_options}
     return Protocol("paper", judges, composition, options, (api_key_env,),
-                    "two MLLMs (Gemini 2.5 Pro and Flash), each: not accomplished OR degraded; success when both agree")
+                    "two MLLMs (Gemini 2.5 Pro and Flash), each: not accomplished OR degraded; success when both agree",
+                    tuple(dict.fromkeys(j.client.base_url for j in judges)))
 
 
 register_protocol("paper", paper_protocol, passes_to="mllm-any",

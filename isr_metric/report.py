@@ -30,9 +30,11 @@ from .data import load_image
 from .files import atomic_write
 from .imageops import to_pil
 from .rules import group_by
-from .types import ISRReport, SampleVerdict
+from .types import ISRReport, JudgeRate, SampleVerdict
+from .usage import APIUsage
 
-__all__ = ["write_report", "render_html", "per_sample_csv", "failures_csv", "per_sample_table", "csv_text",
+__all__ = ["write_report", "render_html", "per_sample_csv", "failures_csv", "summary_csv", "summary_table",
+           "per_sample_table", "csv_text",
            "Column", "PER_SAMPLE_COLUMNS", "template_environment", "fmt_pct", "fmt_num", "thumbnail_data_uri",
            "new_figure", "figure_data_uri"]
 
@@ -89,12 +91,15 @@ PER_SAMPLE_COLUMNS: Tuple[Column, ...] = (
 def per_sample_table(report: ISRReport, *, columns: Sequence[Union[str, Column]] = PER_SAMPLE_COLUMNS,
                      judge_fields: Sequence[str] = ("score", "success", "abstained", "reason"),
                      trailing: Sequence[Union[str, Column]] = ("row", "item"), legacy: bool = True,
-                     order: Optional[Callable[[SampleVerdict], Any]] = None) -> Tuple[List[str], List[List[str]]]:
+                     order: Optional[Callable[[SampleVerdict], Any]] = None,
+                     answers: bool = False) -> Tuple[List[str], List[List[str]]]:
     """The one per-sample table: ``columns`` (a SampleVerdict attribute name, ``"meta:<column>"``
     or a :data:`Column`), then for each judge its ``judge_fields`` (``<judge>:score`` ...), then
     ``trailing``, then one ``legacy:<metric>`` column per legacy metric. A judge's ``success`` is
     empty where it abstained; a sample's ``success`` is empty where the sample abstained.
-    ``order``: a sort key (default: the report's order). Cells are text (see :func:`csv_text`)."""
+    ``order``: a sort key (default: the report's order). ``answers``: also, for each judge that
+    answers questions (an MLLM), one ``<judge>:<question>`` column per question
+    (``edit_accomplished``, ``degraded``). Cells are text (see :func:`csv_text`)."""
     def col(c: Union[str, Column]) -> Column:
         if not isinstance(c, str):
             return c
@@ -103,16 +108,23 @@ def per_sample_table(report: ISRReport, *, columns: Sequence[Union[str, Column]]
     lead, tail = [col(c) for c in columns], [col(c) for c in trailing]
     judges = report.judge_names()
     metrics = report.legacy_names() if legacy else ()
-    header = [h for h, _ in lead] + [f"{j}:{f}" for j in judges for f in judge_fields] + [h for h, _ in tail] \
+    questions: Dict[str, List[str]] = {}
+    for s in report.per_sample if answers else ():
+        for j, r in s.judges.items():
+            qs = questions.setdefault(j, [])
+            qs += [q for q in r.answers if q not in qs]
+    fields = {j: [*judge_fields, *questions.get(j, ())] for j in judges}
+    header = [h for h, _ in lead] + [f"{j}:{f}" for j in judges for f in fields[j]] + [h for h, _ in tail] \
         + [f"legacy:{m}" for m in metrics]
     rows = []
     for s in (sorted(report.per_sample, key=order) if order is not None else report.per_sample):
         row = [_cell(get(s)) for _, get in lead]
         for j in judges:
             r = s.judges.get(j)
-            values = {} if r is None else {"score": r.score, "success": None if r.abstained else r.success,
+            values = {} if r is None else {**r.answers, "score": r.score,
+                                           "success": None if r.abstained else r.success,
                                            "abstained": r.abstained, "reason": r.reason}
-            row += [_cell(values.get(f)) for f in judge_fields]
+            row += [_cell(values.get(f)) for f in fields[j]]
         row += [_cell(get(s)) for _, get in tail]
         row += [_cell(None if s.legacy.get(m) is None else float(s.legacy[m])) for m in metrics]
         rows.append(row)
@@ -130,8 +142,54 @@ def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def per_sample_csv(report: ISRReport) -> str:
     """``per_sample.csv``: key, cluster, method, prompt, success, group decisions, each judge's
-    score / success / abstained / reason, row, item, and one ``legacy:<metric>`` column each."""
-    return csv_text(*per_sample_table(report))
+    score / success / abstained / reason (and its answers, for an MLLM), row, item, and one
+    ``legacy:<metric>`` column each."""
+    return csv_text(*per_sample_table(report, answers=True))
+
+
+#: the columns of ``summary.csv`` before the ``kappa:<judge>`` ones
+SUMMARY_COLUMNS = ("method", "unprotected", "judge", "kind", "isr", "ci_low", "ci_high", "n", "n_success",
+                   "n_abstained", "n_answered", "not_accomplished_rate", "degraded_rate", "requests",
+                   "prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def summary_table(report: ISRReport) -> Tuple[List[str], List[List[str]]]:
+    """The rates of ``summary.csv``: for all edits, then for each method (when there are
+    several), one row for the combined decision (judge ``(combined)``) and one per judge (its own
+    ISR, interval and question rates); the all-edits rows carry the API cost (the combined row
+    the total) and each judge's Cohen's kappa with every other judge (``kappa:<judge>``)."""
+    names = [j.judge for j in report.per_judge]
+    kappa: Dict[Tuple[str, str], float] = {}
+    for a in report.judge_agreement:
+        kappa[(a.a, a.b)] = kappa[(a.b, a.a)] = a.kappa
+    header = [*SUMMARY_COLUMNS, *(f"kappa:{n}" for n in names)] if len(names) > 1 else list(SUMMARY_COLUMNS)
+
+    def cost(u: Optional[APIUsage]) -> List[Any]:
+        return [None] * 4 if u is None else [u.requests, u.prompt_tokens, u.completion_tokens, u.total_tokens]
+
+    def row(method: str, unprotected: Any, judge: str, kind: str, r: Any, usage: Optional[APIUsage],
+            kap: Sequence[Any] = ()) -> List[str]:
+        q = [r.n_answered or None, r.not_accomplished_rate, r.degraded_rate] if isinstance(r, JudgeRate) \
+            else [None] * 3
+        cells = [method, unprotected, judge, kind, r.isr, r.ci_low, r.ci_high, r.n, r.n_success, r.n_abstained,
+                 *q, *cost(usage), *kap]
+        return [_cell(c) for c in cells] + [""] * (len(header) - len(cells))
+
+    total = report.total_usage() if report.usage else None
+    overall = report.pooled.label if report.pooled is not None else "(all)"
+    rows = [row(overall, None, "(combined)", "", report, total)]
+    for j in report.per_judge:
+        kap = [kappa.get((j.judge, n)) if n != j.judge else None for n in names] if len(names) > 1 else []
+        rows.append(row(overall, None, j.judge, j.kind, j, report.usage.get(j.judge), kap))
+    for m in report.by_method:
+        rows.append(row(m.label, m.unprotected, "(combined)", "", m, None))
+        rows += [row(m.label, m.unprotected, j.judge, j.kind, j, None) for j in m.per_judge]
+    return header, rows
+
+
+def summary_csv(report: ISRReport) -> str:
+    """``summary.csv``: see :func:`summary_table`."""
+    return csv_text(*summary_table(report))
 
 
 def failures_csv(report: ISRReport) -> str:
@@ -269,6 +327,30 @@ def _judge_cell(s: SampleVerdict, name: str) -> str:
     return f"{jr.score:.4g} " + ("success" if jr.success else "no evidence")
 
 
+def _rule_words(rule: Mapping[str, Any]) -> str:
+    """A report rule without its words (reports written before they had them): ``key value`` pairs."""
+    return "; ".join(f"{k} {v}" for k, v in rule.items())
+
+
+def _protocol_rows(protocol: Optional[Mapping[str, Any]]) -> List[List[Any]]:
+    if not protocol:
+        return []
+    opts = protocol.get("options") or {}
+    return [["protocol", protocol.get("protocol")], ["judges", ", ".join(protocol.get("judges") or ())],
+            *[[k, ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else v] for k, v in opts.items()]]
+
+
+def _judge_rate_row(j: JudgeRate) -> List[Any]:
+    return [j.judge, j.kind, fmt_pct(j.isr), f"[{fmt_pct(j.ci_low)}, {fmt_pct(j.ci_high)}]", j.n, j.n_abstained,
+            j.n_answered or "", fmt_pct(j.not_accomplished_rate) if j.n_answered else "",
+            fmt_pct(j.degraded_rate) if j.n_answered else ""]
+
+
+def _cost_row(u: APIUsage) -> List[Any]:
+    return [u.requests, u.retries, u.answers, u.abstained, u.cached, f"{u.prompt_tokens:,}",
+            f"{u.completion_tokens:,}", f"{u.total_tokens:,}" + (" (lower bound)" if u.requests_without_usage else "")]
+
+
 def render_html(report: ISRReport, *, title: str = "ISR report", max_thumbnails: int = 200,
                 plots: bool = True) -> str:
     """A self-contained HTML page: headline ISR with its interval, judges, ISR per method, plots,
@@ -309,7 +391,19 @@ def render_html(report: ISRReport, *, title: str = "ISR report", max_thumbnails:
         [a.metric, a.rule, a.n, a.dissimilar_success, a.dissimilar_failure, a.similar_success, a.similar_failure,
          fmt_pct(None if math.isnan(a.disagreement) else a.disagreement)] for a in r.legacy.agreement]
     return template_environment().get_template("report.html.j2").render(
-        title=title, r=r, rule=str(dict(r.rule)), provenance="; ".join(prov),
+        title=title, r=r, rule=r.composition or _rule_words(r.rule), provenance="; ".join(prov),
+        headline=[[m.label, fmt_pct(m.isr), f"[{fmt_pct(m.ci_low)}, {fmt_pct(m.ci_high)}]", m.n, m.n_success,
+                   m.n_abstained, m.n_clusters, "unprotected: how often the judges call an unprotected edit a "
+                   "success (not an ISR)" if m.unprotected else ""] for m in r.by_method],
+        protocol=_protocol_rows(r.protocol),
+        per_judge=[_judge_rate_row(j) for j in r.per_judge] if len(r.per_judge) > 1 or any(
+            j.n_answered for j in r.per_judge) else [],
+        per_method_judge=[[m.label, *_judge_rate_row(j)] for m in r.by_method for j in m.per_judge]
+        if len(r.per_judge) > 1 or any(j.n_answered for j in r.per_judge) else [],
+        kappa=[[a.a, a.b, a.n, "undefined" if math.isnan(a.kappa) else f"{a.kappa:.3f}", fmt_pct(a.p_observed),
+                a.both_success, a.both_failure, a.only_a, a.only_b] for a in r.judge_agreement],
+        cost=[[k, *_cost_row(u)] for k, u in r.usage.items()]
+        + ([["all judges", *_cost_row(r.total_usage())]] if len(r.usage) > 1 else []),
         judges=[[j.get("name"), j.get("kind"),
                  {True: "higher=better", False: "lower=better"}.get(j.get("higher_is_better"), "-"),
                  j.get("model") or "", fmt_num(j.get("threshold")), j.get("success_if"), j.get("mode"), j.get("n"),
@@ -328,7 +422,8 @@ def render_html(report: ISRReport, *, title: str = "ISR report", max_thumbnails:
 
 def write_report(report: ISRReport, out_dir: Union[str, os.PathLike], *, title: str = "ISR report",
                  max_thumbnails: int = 200) -> Dict[str, str]:
-    """Write ``report.json``, ``per_sample.csv``, ``failures.csv`` and ``report.html`` into
+    """Write ``report.json``, ``per_sample.csv``, ``failures.csv``, ``summary.csv`` (rates per
+    method and per judge, cost, kappa) and ``report.html`` into
     ``out_dir`` (created); returns their paths. Each file is written atomically (temporary name,
     then rename), so a crash never leaves a half-written report."""
     out = Path(out_dir)
@@ -336,6 +431,7 @@ def write_report(report: ISRReport, out_dir: Union[str, os.PathLike], *, title: 
         "report.json": report.to_json(),
         "per_sample.csv": per_sample_csv(report),
         "failures.csv": failures_csv(report),
+        "summary.csv": summary_csv(report),
         "report.html": render_html(report, title=title, max_thumbnails=max_thumbnails),
     }
     return {name: str(atomic_write(out / name, text)) for name, text in texts.items()}

@@ -19,19 +19,29 @@ Here, each once:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .compose import Composition, GroupWise, columns_from_verdicts
+from .compose import Composition, GroupWise, JudgeColumn, columns_from_verdicts, judge_rates, pairwise_agreement
 from .data import display_text
 from .stats import few_clusters_note, rate_interval
-from .types import EditSample, ISRReport, JudgeResult, LegacySummary, RunInfo, SampleVerdict, Verdict
+from .types import (Agreement, EditSample, ISRReport, JudgeRate, JudgeResult, LegacySummary, MethodRate, RunInfo,
+                    SampleVerdict, Verdict, is_unprotected)
+from .usage import APIUsage
 
 __all__ = ["success_if_for", "cut", "sample_info", "sample_verdicts", "key_order", "join_by_judge", "judge_summary",
-           "report_rule", "report_from_samples", "group_by"]
+           "report_rule", "report_from_samples", "group_by", "judge_columns", "per_judge_rates", "method_rates",
+           "POOLED_LABEL", "NOT_ACCOMPLISHED", "DEGRADED"]
+
+#: the questions an MLLM judge answers per edit (``JudgeResult.answers`` keys); a judge lists the
+#: questions it answers in ``Verdict.details["questions"]``, one aligned list per question
+NOT_ACCOMPLISHED, DEGRADED = "edit_accomplished", "degraded"
+#: the label of the figure pooled over several methods (the unprotected rows included)
+POOLED_LABEL = "pooled over methods incl. unprotected"
 
 
 
@@ -60,8 +70,20 @@ def cut(scores: Any, threshold: float, success_if: str) -> Tuple[np.ndarray, np.
 # composition
 # ---------------------------------------------------------------------------------------------
 
-# judge -> key -> (score, success, abstained, reason)
-_Rows = Dict[str, Dict[str, Tuple[float, bool, bool, Optional[str]]]]
+# judge -> key -> (score, success, abstained, reason, answers)
+_Rows = Dict[str, Dict[str, Tuple[float, bool, bool, Optional[str], Dict[str, Optional[bool]]]]]
+
+
+def _answers(v: Verdict) -> List[Dict[str, Optional[bool]]]:
+    """Per sample of ``v``, the answers to the questions the judge lists in
+    ``details["questions"]`` (lists aligned with the keys; a list of another length is ignored)."""
+    out: List[Dict[str, Optional[bool]]] = [{} for _ in v.keys]
+    for q in v.details.get("questions") or ():
+        values = v.details.get(q)
+        if isinstance(values, (list, tuple)) and len(values) == len(v.keys):
+            for d, a in zip(out, values):
+                d[q] = None if a is None else bool(a)
+    return out
 
 
 def _index(verdicts: Sequence[Verdict]) -> Tuple[_Rows, Dict[str, str]]:
@@ -72,13 +94,13 @@ def _index(verdicts: Sequence[Verdict]) -> Tuple[_Rows, Dict[str, str]]:
         if kinds[v.judge] != v.kind:
             raise ValueError(f"judge {v.judge!r} reported both kinds {kinds[v.judge]!r} and {v.kind!r}")
         rows = by_judge.setdefault(v.judge, {})
-        for key, sc, su, ab, rs in zip(v.keys, v.scores, v.success, v.abstained, v.reasons):
+        for key, sc, su, ab, rs, an in zip(v.keys, v.scores, v.success, v.abstained, v.reasons, _answers(v)):
             if key in rows:
                 raise ValueError(
                     f"judge {v.judge!r} has two verdicts for sample key {key!r}; keys must be unique "
                     "(give each manifest row its own key, or call reset() between runs)"
                 )
-            rows[key] = (sc, su, ab, rs)
+            rows[key] = (sc, su, ab, rs, an)
     return by_judge, kinds
 
 
@@ -125,7 +147,7 @@ def sample_verdicts(verdicts: Sequence[Verdict], composition: Composition, *,
         for name in names:
             r = by_judge.get(name, {}).get(key)
             results[name] = (JudgeResult(float("nan"), False, True, "no verdict for this sample")
-                             if r is None else JudgeResult(r[0], bool(r[1]) and not r[2], bool(r[2]), r[3]))
+                             if r is None else JudgeResult(r[0], bool(r[1]) and not r[2], bool(r[2]), r[3], r[4]))
         fields = dict(info.get(key, {}))
         fields["cluster"] = str(fields.get("cluster", key))
         out.append(SampleVerdict(key=key, success=d.success[i], semantic=(d.semantic or none)[i],
@@ -180,11 +202,84 @@ def _rate(values: Iterable[Optional[bool]]) -> float:
     return float(np.mean(decided)) if decided else float("nan")
 
 
+def _interval(y: Sequence[bool], clusters: Sequence[Any], *, confidence: float, ci_method: str, n_boot: int,
+              seed: int) -> Tuple[float, float, str]:
+    if y:
+        return rate_interval(y, clusters, confidence=confidence, method=ci_method, n_boot=n_boot, seed=seed)
+    return float("nan"), float("nan"), ("wilson" if ci_method == "auto" else ci_method)
+
+
+def judge_columns(per_sample: Sequence[SampleVerdict], kinds: Mapping[str, str]) -> List[JudgeColumn]:
+    """One :class:`~isr_metric.compose.JudgeColumn` per judge of ``kinds`` (``{name: kind}``, in
+    order) from the judges' results of each edit (abstained or missing -> None)."""
+    cols = []
+    for name, kind in kinds.items():
+        out: List[Optional[bool]] = []
+        for s in per_sample:
+            r = s.judges.get(name)
+            out.append(None if r is None or r.abstained else bool(r.success))
+        cols.append(JudgeColumn(name, kind, tuple(out)))
+    return cols
+
+
+def per_judge_rates(per_sample: Sequence[SampleVerdict], kinds: Mapping[str, str], *, confidence: float = 0.95,
+                    ci_method: str = "auto", n_boot: int = 2000, seed: int = 0) -> Tuple[JudgeRate, ...]:
+    """Each judge's own ISR over ``per_sample`` with its cluster-aware interval
+    (:func:`~isr_metric.compose.judge_rates`) and, for a judge that answers questions (an MLLM),
+    the shares of the edits it answered that it called not accomplished / degraded."""
+    cols = judge_columns(per_sample, kinds)
+    rates = judge_rates(cols, [s.cluster for s in per_sample], confidence=confidence, ci_method=ci_method,
+                        n_boot=n_boot, seed=seed)
+    out = []
+    for name, r in rates.items():
+        answers = [s.judges[name].answers for s in per_sample if name in s.judges and s.judges[name].answers]
+        acc = [a[NOT_ACCOMPLISHED] for a in answers if a.get(NOT_ACCOMPLISHED) is not None]
+        deg = [a[DEGRADED] for a in answers if a.get(DEGRADED) is not None]
+        n_answered = sum(1 for a in answers if any(v is not None for v in a.values()))
+        if n_answered:
+            r = dataclasses.replace(r, n_answered=n_answered,
+                                    not_accomplished_rate=(sum(not a for a in acc) / len(acc)) if acc else None,
+                                    degraded_rate=(sum(deg) / len(deg)) if deg else None)
+        out.append(r)
+    return tuple(out)
+
+
+def _method_rate(label: str, methods: Sequence[Optional[str]], rows: Sequence[SampleVerdict],
+                 kinds: Mapping[str, str], **kw: Any) -> MethodRate:
+    judged = [s for s in rows if s.success is not None]
+    y = [bool(s.success) for s in judged]
+    lo, hi, method = _interval(y, [s.cluster for s in judged], **kw)
+    n, k = len(y), int(sum(y))
+    return MethodRate(label=label, methods=tuple(methods), unprotected=all(is_unprotected(m) for m in methods),
+                      isr=(k / n) if n else float("nan"), ci_low=lo, ci_high=hi, n=n, n_success=k,
+                      n_abstained=len(rows) - n, n_clusters=len({s.cluster for s in rows}), ci_method=method,
+                      confidence=kw["confidence"], per_judge=per_judge_rates(rows, kinds, **kw))
+
+
+def method_rates(per_sample: Sequence[SampleVerdict], kinds: Mapping[str, str], *, confidence: float = 0.95,
+                 ci_method: str = "auto", n_boot: int = 2000, seed: int = 0
+                 ) -> Tuple[Tuple[MethodRate, ...], Optional[MethodRate]]:
+    """``(per method, pooled)`` when the edits come from several methods (first-seen order; the
+    no-protection rows, e.g. method ``none``, marked ``unprotected``), else ``((), None)``. The
+    pooled figure covers every method, the unprotected ones included, and says so in its label."""
+    groups: Dict[Optional[str], List[SampleVerdict]] = {}
+    for s in per_sample:
+        groups.setdefault(s.method, []).append(s)
+    if len(groups) < 2:
+        return (), None
+    kw = dict(confidence=confidence, ci_method=ci_method, n_boot=n_boot, seed=seed)
+    per = tuple(_method_rate("(no method)" if m is None else str(m), (m,), rows, kinds, **kw)
+                for m, rows in groups.items())
+    label = POOLED_LABEL if any(r.unprotected for r in per) else "pooled over methods"
+    return per, _method_rate(label, tuple(groups), per_sample, kinds, **kw)
+
+
 def report_from_samples(
     per_sample: Sequence[SampleVerdict],
     *,
     judges: Sequence[Mapping[str, Any]] = (),
     rule: Optional[Mapping[str, Any]] = None,
+    composition: str = "",
     confidence: float = 0.95,
     ci_method: str = "auto",
     n_boot: int = 2000,
@@ -192,20 +287,28 @@ def report_from_samples(
     failures: Sequence[Mapping[str, Any]] = (),
     legacy: Optional[LegacySummary] = None,
     run: Optional[RunInfo] = None,
+    usage: Optional[Mapping[str, APIUsage]] = None,
+    protocol: Optional[Mapping[str, Any]] = None,
 ) -> ISRReport:
-    """Summary numbers (rate, interval, group rates) from per-sample decisions."""
+    """Summary numbers from per-sample decisions: the rate with its interval, the group rates,
+    each judge's own rate and the judges' pairwise agreement (Cohen's kappa), and the rate per
+    method when the edits come from several methods (:func:`method_rates`). ``composition`` is
+    the composition in words (``Composition.describe``); ``usage`` the API cost per judge;
+    ``protocol`` the protocol's ``to_dict()`` (no secrets)."""
     judged = [s for s in per_sample if s.success is not None]
     y = [bool(s.success) for s in judged]
     clusters = [s.cluster for s in judged]
     n, k = len(y), int(sum(y))
-    if n:
-        lo, hi, method = rate_interval(y, clusters, confidence=confidence, method=ci_method,
-                                       n_boot=n_boot, seed=seed)
-    else:
-        lo, hi, method = float("nan"), float("nan"), ("wilson" if ci_method == "auto" else ci_method)
+    kw = dict(confidence=confidence, ci_method=ci_method, n_boot=n_boot, seed=seed)
+    lo, hi, method = _interval(y, clusters, **kw)
     both = [None if (s.semantic is None or s.perceptual is None) else (s.semantic and s.perceptual)
             for s in per_sample]
     note = few_clusters_note(len(set(clusters))) if n else None
+    kinds = {str(j["name"]): str(j["kind"]) for j in judges if j.get("name") is not None and j.get("kind")}
+    per_judge = per_judge_rates(per_sample, kinds, **kw) if per_sample else ()
+    agreement: Tuple[Agreement, ...] = tuple(pairwise_agreement(judge_columns(per_sample, kinds))) \
+        if per_sample and len(kinds) > 1 else ()
+    by_method, pooled = method_rates(per_sample, kinds, **kw)
     return ISRReport(
         isr=(k / n) if n else float("nan"), ci_low=lo, ci_high=hi, n=n, n_success=k,
         n_abstained=len(per_sample) - n, n_total=len(per_sample),
@@ -215,6 +318,8 @@ def report_from_samples(
         both_rate=_rate(both), ci_method=method, confidence=confidence,
         rule=dict(rule or {}), judges=tuple(dict(j) for j in judges), per_sample=tuple(per_sample),
         failures=tuple(dict(f) for f in failures), notes=(note,) if note else (), legacy=legacy, run=run,
+        composition=composition, per_judge=per_judge, judge_agreement=agreement, by_method=by_method,
+        pooled=pooled, usage=dict(usage or {}), protocol=None if protocol is None else dict(protocol),
     )
 
 
@@ -230,9 +335,10 @@ def group_by(report: ISRReport, field_name: str = "method", *, n_boot: int = 200
     legacy = None if report.legacy is None else LegacySummary(metrics=report.legacy.metrics)
     return {
         value: report_from_samples(
-            rows, judges=report.judges, rule=report.rule, confidence=report.confidence, n_boot=n_boot,
-            seed=seed, failures=[f for f in report.failures if f.get(field_name) == value],
-            legacy=legacy, run=report.run,
+            rows, judges=report.judges, rule=report.rule, composition=report.composition,
+            confidence=report.confidence, n_boot=n_boot, seed=seed,
+            failures=[f for f in report.failures if f.get(field_name) == value],
+            legacy=legacy, run=report.run, protocol=report.protocol,
         )
         for value, rows in groups.items()
     }

@@ -22,12 +22,18 @@ import numpy as np
 
 from ._version import __version__
 from .imageops import image_digest, is_tensor, to_tensor
+from .usage import APIUsage, total_usage
 
 __all__ = [
     "EditSample",
     "Verdict",
     "JudgeResult",
     "SampleVerdict",
+    "Rate",
+    "JudgeRate",
+    "Agreement",
+    "MethodRate",
+    "UNPROTECTED_METHODS",
     "AgreementRow",
     "LegacyMetricInfo",
     "LegacySummary",
@@ -343,15 +349,24 @@ class JudgeResult:
     success: bool
     abstained: bool
     reason: Optional[str] = None
+    #: the judge's answers to its questions, when it asks some (an MLLM judge:
+    #: ``{"edit_accomplished": bool, "degraded": bool}``; None where it gave no answer)
+    answers: Mapping[str, Optional[bool]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "answers", _freeze(self.answers))
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"score": _json_float(self.score), "success": self.success,
-                "abstained": self.abstained, "reason": self.reason}
+        d = {"score": _json_float(self.score), "success": self.success,
+             "abstained": self.abstained, "reason": self.reason}
+        if self.answers:
+            d["answers"] = dict(self.answers)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "JudgeResult":
         return cls(score=_from_json_float(d.get("score")), success=bool(d["success"]),
-                   abstained=bool(d["abstained"]), reason=d.get("reason"))
+                   abstained=bool(d["abstained"]), reason=d.get("reason"), answers=d.get("answers") or {})
 
     def __eq__(self, other: object) -> bool:  # NaN-aware
         if not isinstance(other, JudgeResult):
@@ -545,6 +560,138 @@ class RunInfo:
         return cls(**d)
 
 
+def _record_dict(record: Any) -> Dict[str, Any]:
+    """A flat record's fields for JSON (NaN -> None)."""
+    return {f.name: _json_float(getattr(record, f.name)) if isinstance(getattr(record, f.name), float)
+            else getattr(record, f.name) for f in dataclasses.fields(record)}
+
+
+def _record_from(cls: Any, d: Mapping[str, Any]) -> Any:
+    """A flat record from its JSON fields (None -> NaN for float fields; unknown keys ignored)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.name in d:
+            v = d[f.name]
+            out[f.name] = _from_json_float(v) if f.type in ("float", float) else v
+    return cls(**out)
+
+
+class _Record:
+    """JSON round-trip of a flat frozen record (NaN <-> None for float fields)."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return _record_dict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Any:
+        return _record_from(cls, d)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rate(_Record):
+    """A success rate with its interval: ``isr = n_success / n`` over the ``n`` decided edits
+    (``n_abstained`` left out), ``[ci_low, ci_high]`` at ``confidence`` by ``ci_method``. The
+    common part of :class:`JudgeRate` and :class:`MethodRate` (keyword construction)."""
+
+    isr: float
+    ci_low: float
+    ci_high: float
+    n: int
+    n_success: int
+    n_abstained: int
+    ci_method: str
+    confidence: float
+
+    def interval(self) -> str:
+        """``"83.3% [55.0%, 95.1%]"``."""
+        return f"{_pct(self.isr)} [{_pct(self.ci_low)}, {_pct(self.ci_high)}]"
+
+    def line(self) -> str:
+        """``"83.3% [55.0%, 95.1%], n=6 judged, 0 abstained"``."""
+        return f"{self.interval()}, n={self.n} judged, {self.n_abstained} abstained"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JudgeRate(Rate):
+    """One judge's own success rate (its ISR) over the edits it decided, with the interval.
+
+    For a judge that answers questions (an MLLM), ``n_answered`` edits got an answer and
+    ``not_accomplished_rate`` / ``degraded_rate`` are the shares of them answered "not
+    accomplished" / "degraded" (None for other judges)."""
+
+    judge: str
+    kind: str
+    n_answered: int = 0
+    not_accomplished_rate: Optional[float] = None
+    degraded_rate: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Agreement(_Record):
+    """Agreement of two judges on the edits both decided: Cohen's kappa with its ``n``.
+
+    ``kappa`` is NaN when chance agreement is 1 (both judges constant and equal: agreement is
+    perfect but kappa is undefined); ``p_observed`` is the raw share of agreeing edits."""
+
+    a: str
+    b: str
+    n: int
+    kappa: float
+    p_observed: float
+    p_expected: float
+    both_success: int
+    both_failure: int
+    only_a: int
+    only_b: int
+
+
+#: method names that mean "no protection": their edits measure how often the judges call an
+#: unprotected edit a success (the floor every method is read against), never an ISR of a method;
+#: reports show them apart and never pool them with the protected methods
+UNPROTECTED_METHODS = ("none",)
+
+
+def is_unprotected(method: Optional[str]) -> bool:
+    """True for the method names of :data:`UNPROTECTED_METHODS` (any case)."""
+    return method is not None and str(method).strip().lower() in UNPROTECTED_METHODS
+
+
+@dataclass(frozen=True, kw_only=True)
+class MethodRate(Rate):
+    """ISR of the edits of one method -- or of several methods pooled (``methods`` lists them) --
+    with its interval, the source images they come from, and each judge's own rate on those edits.
+
+    ``unprotected``: the method is a no-protection row (:data:`UNPROTECTED_METHODS`): its rate is
+    the judges' false-success rate on unprotected edits, not the ISR of a method."""
+
+    label: str
+    methods: Tuple[Optional[str], ...]
+    unprotected: bool
+    n_clusters: int
+    per_judge: Tuple[JudgeRate, ...] = ()
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = _record_dict(self)
+        d["methods"] = list(self.methods)
+        d["per_judge"] = [j.to_dict() for j in self.per_judge]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "MethodRate":
+        d = dict(d)
+        per = tuple(JudgeRate.from_dict(j) for j in d.pop("per_judge", ()) or ())
+        r = _record_from(cls, d)
+        return dataclasses.replace(r, methods=tuple(r.methods), per_judge=per)
+
+
+def _pct(x: Optional[float]) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}%"
+
+
+def _kappa(a: Agreement) -> str:
+    return "undefined (both judges constant)" if math.isnan(a.kappa) else f"{a.kappa:.2f}"
+
+
 #: the keys of :class:`RunInfo` in a report's JSON ``meta`` object
 _RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunInfo))
 
@@ -589,6 +736,17 @@ class ISRReport:
     notes: Tuple[str, ...] = ()
     legacy: Optional[LegacySummary] = None
     run: Optional[RunInfo] = None
+    composition: str = ""
+    per_judge: Tuple[JudgeRate, ...] = ()
+    judge_agreement: Tuple[Agreement, ...] = ()
+    by_method: Tuple[MethodRate, ...] = ()
+    pooled: Optional[MethodRate] = None
+    usage: Mapping[str, APIUsage] = field(default_factory=dict)
+    protocol: Optional[Mapping[str, Any]] = None
+
+    def total_usage(self) -> APIUsage:
+        """Requests and tokens of every judge together (:class:`~isr_metric.usage.APIUsage`)."""
+        return total_usage(self.usage.values())
 
     def to_dict(self) -> Dict[str, Any]:
         meta = dict(self.meta)
@@ -597,6 +755,14 @@ class ISRReport:
         if self.legacy is not None:
             meta["legacy"] = self.legacy.to_dict()
         return {
+            "composition": self.composition,
+            "protocol": None if self.protocol is None else dict(self.protocol),
+            "by_method": [m.to_dict() for m in self.by_method],
+            "pooled": None if self.pooled is None else self.pooled.to_dict(),
+            "per_judge": [j.to_dict() for j in self.per_judge],
+            "judge_agreement": [a.to_dict() for a in self.judge_agreement],
+            "usage": {k: u.to_dict() for k, u in self.usage.items()},
+            "usage_total": self.total_usage().to_dict() if self.usage else None,
             "isr": _json_float(self.isr), "ci_low": _json_float(self.ci_low),
             "ci_high": _json_float(self.ci_high), "n": self.n, "n_success": self.n_success,
             "n_abstained": self.n_abstained, "n_total": self.n_total,
@@ -621,6 +787,13 @@ class ISRReport:
         d["failures"] = tuple(_freeze(f) for f in d.get("failures", ()))
         d["notes"] = tuple(d.get("notes", ()))
         d["rule"] = _freeze(d.get("rule"))
+        d["composition"] = d.get("composition") or ""
+        d["per_judge"] = tuple(JudgeRate.from_dict(j) for j in d.get("per_judge") or ())
+        d["judge_agreement"] = tuple(Agreement.from_dict(a) for a in d.get("judge_agreement") or ())
+        d["by_method"] = tuple(MethodRate.from_dict(m) for m in d.get("by_method") or ())
+        d["pooled"] = None if d.get("pooled") is None else MethodRate.from_dict(d["pooled"])
+        d["usage"] = {k: APIUsage.from_dict(u) for k, u in (d.get("usage") or {}).items()}
+        d.pop("usage_total", None)
         meta = dict(d.get("meta") or {})
         legacy = meta.pop("legacy", None)
         d["legacy"] = None if legacy is None else LegacySummary.from_dict(legacy)
@@ -649,15 +822,67 @@ class ISRReport:
         return self.legacy.names() if self.legacy is not None else ()
 
     def summary(self) -> str:
-        pct = lambda x: "n/a" if math.isnan(x) else f"{100 * x:.1f}%"  # noqa: E731
-        return (
-            f"ISR {pct(self.isr)} [{pct(self.ci_low)}, {pct(self.ci_high)}] "
-            f"({int(round(self.confidence * 100))}% {self.ci_method}), n={self.n} judged, "
-            f"{self.n_abstained} abstained, {len(self.failures)} failed, "
-            f"{self.n_clusters} source images; semantic mismatch {pct(self.semantic_rate)}, "
-            f"degraded {pct(self.degradation_rate)}, both {pct(self.both_rate)}"
-            + "".join(f". Note: {n}" for n in self.notes)
-        )
+        """What the command line prints: the headline (ISR per method when the report has several
+        methods, the unprotected rows apart and the pooled figure labelled as such), the
+        composition in words, the protocol, each judge's own ISR and question rates, the judges'
+        agreement, the cost, and the notes. The first line is the headline."""
+        conf = f"{int(round(self.confidence * 100))}%"
+        groups = (f"; semantic mismatch {_pct(self.semantic_rate)}, degraded {_pct(self.degradation_rate)}, "
+                  f"both {_pct(self.both_rate)}"
+                  if not (math.isnan(self.semantic_rate) and math.isnan(self.degradation_rate)) else "")
+        lines: list = []
+        if self.by_method:
+            width = max(len(m.label) for m in self.by_method)
+            lines.append(f"ISR per method ({conf} intervals over {self.n_clusters} source images):")
+            for m in self.by_method:
+                extra = (" -- unprotected: how often the judges call an unprotected edit a success, not an ISR"
+                         if m.unprotected else "")
+                lines.append(f"  {m.label:<{width}}  {m.line()} ({m.ci_method}){extra}")
+            if self.pooled is not None:
+                lines.append(f"  {self.pooled.label}: {self.pooled.line()}")
+            lines.append(f"All {self.n_total} edits: {self.n} judged, {self.n_abstained} abstained, "
+                         f"{len(self.failures)} failed{groups}")
+        else:
+            lines.append(f"ISR {_pct(self.isr)} [{_pct(self.ci_low)}, {_pct(self.ci_high)}] ({conf} {self.ci_method}), "
+                         f"n={self.n} judged, {self.n_abstained} abstained, {len(self.failures)} failed, "
+                         f"{self.n_clusters} source images{groups}")
+        if self.composition:
+            lines.append(f"Composition: {self.composition}")
+        if self.protocol:
+            p = self.protocol
+            opts = p.get("options") or {}
+            where = ", ".join(f"{k} {opts[k]}" for k in ("base_url", "api_key_env", "template") if opts.get(k))
+            lines.append(f"Protocol: {p.get('protocol')} (judges {', '.join(p.get('judges') or ())}"
+                         + (f"; {where}" if where else "") + ")")
+        if self.per_judge and (len(self.per_judge) > 1 or any(j.n_answered for j in self.per_judge)):
+            lines.append("Each judge's own ISR" + (" per method:" if self.by_method else ":"))
+            for j in self.per_judge:
+                if self.by_method:
+                    parts = []
+                    for m in self.by_method:
+                        r = next((x for x in m.per_judge if x.judge == j.judge), None)
+                        if r is not None:
+                            parts.append(f"{m.label} {r.interval()} n={r.n}{_questions(r)}")
+                    lines.append(f"  {j.judge}: " + "; ".join(parts))
+                else:
+                    lines.append(f"  {j.judge}: {j.line()}{_questions(j)}")
+        if self.judge_agreement:
+            lines.append("Agreement of the judges (Cohen's kappa on the edits both decided"
+                         + (", all methods" if self.by_method else "") + "): "
+                         + "; ".join(f"{a.a} vs {a.b}: kappa {_kappa(a)}, n={a.n}" for a in self.judge_agreement))
+        if self.usage:
+            lines.append("Cost: " + "; ".join(f"{k}: {u.summary()}" for k, u in self.usage.items()))
+            if len(self.usage) > 1:
+                lines.append(f"Cost, all judges: {self.total_usage().summary()}")
+        lines += [f"Note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _questions(r: JudgeRate) -> str:
+    if not r.n_answered:
+        return ""
+    return (f" (of {r.n_answered} answered: not accomplished {_pct(r.not_accomplished_rate)}, "
+            f"degraded {_pct(r.degraded_rate)})")
 
 
 @dataclass(frozen=True)

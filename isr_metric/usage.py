@@ -21,7 +21,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence
 
-__all__ = ["APIUsage", "TOKEN_FIELDS", "tokens_from_response", "usage_of", "usage_by_identity"]
+__all__ = ["APIUsage", "TOKEN_FIELDS", "tokens_from_response", "usage_of", "usage_by_identity", "add_usage",
+           "total_usage"]
 
 #: the token counters of an OpenAI-style ``usage`` object that are summed
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")

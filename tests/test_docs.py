@@ -60,6 +60,8 @@ SUBSTITUTIONS: List[Tuple[str, str]] = [
     ('"iqa:musiq"', '"offline:niqe"'),
     # MLLM endpoints -> the scripted server on 127.0.0.1 (tests/mllm_server.py)
     ("https://generativelanguage.googleapis.com/v1beta/openai", "{mllm_url}"),
+    # the paper protocol's default endpoint is Gemini's: point it at the scripted server
+    ("--protocol paper --out", "--protocol paper --protocol-option base_url={mllm_url} --out"),
     # no GPU here; CPU-friendly precisions
     ('device="cuda"', 'device="cpu"'),
     ("--device cuda --num-workers 4", "--device cpu --num-workers 1"),

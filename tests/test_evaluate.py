@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -512,6 +513,16 @@ def test_demo_with_test_judges(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert code == 0 and "'not:registered' is not registered" in printed
     report, rows = _check_demo_outputs(tmp_path / "d")
+    # the headline is per method; the pooled figure mixes the unprotected rows in and says so
+    summary = printed[printed.index("ISR per method"):]
+    first, *rest = summary.splitlines()
+    assert first.startswith("ISR per method (") and not re.match(r"ISR \d", first)
+    assert [m["label"] for m in report["by_method"]] == ["none", "weak", "strong"]
+    assert [m["unprotected"] for m in report["by_method"]] == [True, False, False]
+    assert report["pooled"]["label"] == "pooled over methods incl. unprotected"
+    assert report["pooled"]["isr"] == pytest.approx(report["isr"])
+    assert any(line.strip().startswith("none") and "unprotected" in line for line in rest[:3])
+    assert f"pooled over methods incl. unprotected: {100 * report['isr']:.1f}%" in summary
     assert report["n"] == 18 and not report["failures"]
     by = {}
     for r in rows:

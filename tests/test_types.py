@@ -75,3 +75,42 @@ def test_report_round_trip_and_csv():
     assert csv[0].startswith("key,cluster,method,prompt,success,abstained")
     assert csv[1].split(",")[4] == ""  # abstained sample: empty success cell
     assert "api down" in csv[1]
+
+
+def test_report_records_of_judges_methods_and_cost_round_trip():
+    """Each judge's rate (NaN interval of a judge that decided nothing), kappa (NaN: undefined),
+    rates per method with the unprotected row, usage and protocol survive JSON; a report written
+    before these fields existed still loads."""
+    from isr_metric.rules import report_from_samples
+    from isr_metric.usage import APIUsage
+
+    def sv(key, method, a, b):
+        return SampleVerdict(key, key, a and b, None, None, {
+            "mllm-any@a": JudgeResult(0.0 if a else 1.0, a, False, None, {"edit_accomplished": not a, "degraded": False}),
+            "mllm-any@b": JudgeResult(float("nan"), False, True, "api down") if b is None else
+            JudgeResult(0.0 if b else 1.0, b, False)}, method=method)
+
+    rows = [sv("n1", "none", False, False), sv("n2", "none", True, None), sv("s1", "sifm", True, True),
+            sv("s2", "sifm", True, False)]
+    judges = [{"name": "mllm-any@a", "kind": "either"}, {"name": "mllm-any@b", "kind": "either"}]
+    r = report_from_samples(rows, judges=judges, composition="success when both ...", n_boot=50,
+                            usage={"mllm-any@a": APIUsage(requests=4, total_tokens=40)},
+                            protocol={"protocol": "paper", "options": {"api_key_env": "K"}})
+    a, b = r.per_judge
+    assert (a.n, a.n_success, a.n_answered, a.not_accomplished_rate, a.degraded_rate) == (4, 3, 4, 0.75, 0.0)
+    assert (b.n, b.n_abstained, b.n_answered, b.not_accomplished_rate) == (3, 1, 0, None)
+    assert [m.label for m in r.by_method] == ["none", "sifm"] and [m.unprotected for m in r.by_method] == [True, False]
+    assert (r.by_method[1].n, r.by_method[1].n_success) == (2, 1) and r.pooled.n == 3
+    assert r.pooled.label == "pooled over methods incl. unprotected" and r.pooled.methods == ("none", "sifm")
+    assert r.judge_agreement[0].n == 3 and r.total_usage().requests == 4
+    back = ISRReport.from_json(r.to_json())
+    assert back.to_dict() == r.to_dict() and back.per_judge == r.per_judge and back.pooled == r.pooled
+    assert back.per_sample[0].judges["mllm-any@a"].answers == {"edit_accomplished": True, "degraded": False}
+    assert back.usage["mllm-any@a"] == APIUsage(requests=4, total_tokens=40)
+    first = r.summary().splitlines()[0]
+    assert first.startswith("ISR per method") and "pooled over methods incl. unprotected" in r.summary()
+    old = r.to_dict()
+    for k in ("composition", "per_judge", "judge_agreement", "by_method", "pooled", "usage", "usage_total", "protocol"):
+        old.pop(k)
+    legacy = ISRReport.from_dict(old)
+    assert legacy.per_judge == () and legacy.pooled is None and legacy.summary().startswith("ISR ")

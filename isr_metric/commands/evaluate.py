@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from ..cache import ScoreCache
 from ..cards import load_card
-from ..compose import GroupWise, parse_rule
+from ..compose import Composition, GroupWise, composition_from, parse_rule
 from ..data import ManifestError, load_manifest
 from ..devices import check_device
 from ..distributed import Processes
@@ -21,6 +22,7 @@ from ..judges.base import CardMismatchError
 from ..judges.pyiqa_compat import WeightsUnavailableError
 from ..legacy import create_legacy
 from ..loader import default_num_workers
+from ..protocols import Protocol, ProtocolOptionError, parse_protocol_options, protocol
 from ..registry import accepted_options, check_instance_names, create_judge, get_spec
 from ..report import write_report
 
@@ -82,7 +84,12 @@ def open_cache(args):
 def add_common_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``isr evaluate`` and ``isr demo``."""
     p.add_argument("--out", required=True, help="folder for report.json, per_sample.csv, report.html")
-    p.add_argument("--rule", default="any", help="rule inside each judge group: any | all | majority | k-of-n")
+    p.add_argument("--composition", default=None, metavar="SPEC",
+                   help="how the judges' verdicts combine: group-wise (default; the groups' rules from --rule), "
+                        "group-wise:RULE, per-judge:all | per-judge:any | per-judge:majority | per-judge:K-of-N "
+                        "(each judge's own verdict, combined across judges; see docs/protocol.md)")
+    p.add_argument("--rule", default=None, help="rule inside each judge group: any | all | majority | k-of-n "
+                                                "(group-wise composition; default any)")
     p.add_argument("--semantic-rule", default=None, help="rule for the semantic group (default: --rule)")
     p.add_argument("--perceptual-rule", default=None, help="rule for the perceptual group (default: --rule)")
     p.add_argument("--abstain", choices=["strict", "drop"], default="strict",
@@ -106,6 +113,69 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_protocol_options(p: argparse.ArgumentParser) -> None:
+    """``--protocol NAME`` and ``--protocol-option KEY=VALUE`` (evaluate, label)."""
+    p.add_argument("--protocol", default=None, metavar="NAME",
+                   help="judge with a protocol's judges and composition instead of --judges (`isr judges "
+                        "--protocols` lists them; 'paper': Gemini 2.5 Pro and Flash, success when both say "
+                        "not accomplished or degraded)")
+    p.add_argument("--protocol-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a protocol option, VALUE parsed as JSON when it can be (repeatable), e.g. "
+                        "base_url=http://localhost:8000/v1, models=m1,m2, api_key_env=MY_KEY, across=any")
+
+
+def build_protocol(args) -> Protocol:
+    """The protocol of ``--protocol`` / ``--protocol-option``, its key variables checked (a
+    missing key is a usage error naming the variable, never a key)."""
+    if args.judges if hasattr(args, "judges") else getattr(args, "judge", None):
+        raise ValueError("--protocol builds its own judges: drop --judges/--judge (options of the protocol's "
+                         "judges go in --protocol-option KEY=VALUE)")
+    if getattr(args, "judge_option", None):
+        raise ValueError("--judge-option does not apply to a protocol's judges: use --protocol-option KEY=VALUE "
+                         "(e.g. --protocol-option timeout=30)")
+    opts = parse_protocol_options(args.protocol_option)
+    try:
+        proto = protocol(args.protocol, **opts)
+    except KeyError as e:
+        raise ValueError(f"--protocol {args.protocol}: {e.args[0] if e.args else e}") from None
+    except ProtocolOptionError as e:
+        raise ValueError(f"--protocol-option: {e}") from None
+    proto.require_keys()
+    return proto
+
+
+def parse_composition(args, kinds: Dict[str, str]) -> Composition:
+    """The composition of ``--composition`` (default: group-wise with ``--rule`` /
+    ``--semantic-rule`` / ``--perceptual-rule``), checked against the judges' ``kinds``."""
+    if args.composition is None:
+        rule = args.rule or "any"
+        comp: Composition = GroupWise(args.semantic_rule or rule, args.perceptual_rule or rule, args.abstain)
+    else:
+        try:
+            comp = composition_from(args.composition)
+        except ValueError as e:
+            raise ValueError(f"--composition {args.composition}: {e}") from None
+        if args.abstain != "strict":  # --abstain drop applies to any composition
+            comp = dataclasses.replace(comp, abstain=args.abstain)
+        rules_given = bool(args.rule or args.semantic_rule or args.perceptual_rule)
+        if comp.form != "group-wise" and rules_given:
+            raise ValueError(f"--rule/--semantic-rule/--perceptual-rule set the group-wise rules; --composition "
+                             f"{args.composition} combines each judge's verdict (give its rule after ':', e.g. "
+                             "per-judge:majority)")
+        if comp.form == "group-wise" and rules_given:
+            if ":" in args.composition:
+                raise ValueError(f"--composition {args.composition} names the groups' rule already; drop "
+                                 "--rule/--semantic-rule/--perceptual-rule or write --composition group-wise")
+            rule = args.rule or "any"
+            comp = GroupWise(args.semantic_rule or rule, args.perceptual_rule or rule, comp.abstain)
+    try:
+        comp.check(kinds)
+    except ValueError as e:
+        where = f"--composition {args.composition}" if args.composition else "the group-wise composition"
+        raise ValueError(f"{where}: {e}") from None
+    return comp
+
+
 def add_parser(sub, help: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate", help=help,
@@ -116,6 +186,7 @@ def add_parser(sub, help: str) -> argparse.ArgumentParser:
     p.add_argument("manifest", help="manifest .csv / .jsonl, or a folder following the convention")
     p.add_argument("--judges", "-j", action="append", default=[], metavar="NAME[,NAME...]",
                    help="judges by registry name (see `isr judges`); comma list or repeated")
+    add_protocol_options(p)
     p.add_argument("--judge-option", action="append", default=[], metavar="NAME:KEY=VALUE",
                    help="an option for one judge, VALUE parsed as JSON when it can be (repeatable)")
     p.add_argument("--card", action="append", default=[], metavar="[NAME=]CARD",
@@ -198,21 +269,26 @@ def build_judges(names: Sequence[str], options: Dict[str, Dict[str, Any]], *, de
     return judges
 
 
-def check_rules(names: Sequence[str], options: Dict[str, Dict[str, Any]], args) -> None:
-    """Refuse an impossible rule (``3-of-2``) before any judge is built: group sizes come from the
-    registry's kinds."""
-    kinds = [options.get(n, {}).get("kind", get_spec(n).kind) for n in names]
-    GroupWise().check(dict(zip(names, kinds)))  # judges of kind 'either' need the per-judge composition
-    for group, flag, rule in (("semantic", "--semantic-rule", args.semantic_rule or args.rule),
-                              ("perceptual", "--perceptual-rule", args.perceptual_rule or args.rule)):
-        n = kinds.count(group)
+def check_rules(names: Sequence[str], options: Dict[str, Dict[str, Any]], args) -> Composition:
+    """The composition of the command line, refusing an impossible one (``3-of-2``, judges of kind
+    'either' in the group-wise form) before any judge is built: kinds come from the registry."""
+    kinds = dict(zip(names, [options.get(n, {}).get("kind", get_spec(n).kind) for n in names]))
+    if args.composition is not None:
+        return parse_composition(args, kinds)
+    GroupWise().check(kinds)  # judges of kind 'either' need the per-judge composition
+    kinds_list = list(kinds.values())
+    rule = args.rule or "any"
+    for group, flag, grule in (("semantic", "--semantic-rule", args.semantic_rule or rule),
+                               ("perceptual", "--perceptual-rule", args.perceptual_rule or rule)):
+        n = kinds_list.count(group)
         if n:
             try:
-                parse_rule(rule, n)
+                parse_rule(grule, n)
             except ValueError as e:
                 where = flag if (args.semantic_rule if group == "semantic" else args.perceptual_rule) else "--rule"
-                raise ValueError(f"{where} {rule}: {e} ({n} {group} judge(s): "
-                                 f"{', '.join(x for x, k in zip(names, kinds) if k == group)})") from None
+                raise ValueError(f"{where} {grule}: {e} ({n} {group} judge(s): "
+                                 f"{', '.join(x for x, k in kinds.items() if k == group)})") from None
+    return parse_composition(args, kinds)
 
 
 def split_names(values: Sequence[str]) -> List[str]:
@@ -233,17 +309,20 @@ def parse_thresholds(items: Sequence[str]) -> Dict[str, float]:
     return out
 
 
-def run_pipeline(args, manifest, judges, *, title: str) -> Tuple[int, Any]:
+def run_pipeline(args, manifest, judges, *, title: str, composition: Optional[Composition] = None,
+                 protocol: Optional[Protocol] = None) -> Tuple[int, Any]:
     """Shared by evaluate and demo: evaluate (this process's share of the rows under a launcher),
-    and on the main process alone write the reports and print the summary."""
+    and on the main process alone write the reports and print the summary. ``protocol`` (built by
+    :func:`build_protocol`) replaces ``judges``."""
     procs = processes_for(args)
     torch.manual_seed(args.seed)
     cache = open_cache(args)
     legacy = create_legacy(args.legacy.split(","), thresholds=parse_thresholds(args.legacy_threshold),
                            device=args.device or "cpu")
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
-    ev = evaluate(manifest, judges, rule=args.rule, semantic_rule=args.semantic_rule,
-                  perceptual_rule=args.perceptual_rule, abstain=args.abstain, cache=cache,
+    if composition is None:
+        composition = parse_composition(args, {j.name: j.kind for j in judges})
+    ev = evaluate(manifest, judges, protocol=protocol, composition=composition, cache=cache,
                   batch_size=args.batch_size, legacy=legacy, max_pixels=max_pixels,
                   confidence=args.confidence, n_boot=args.n_boot, seed=args.seed,
                   progress=not args.no_progress, num_workers=args.num_workers, processes=procs)
@@ -276,23 +355,49 @@ def run_pipeline(args, manifest, judges, *, title: str) -> Tuple[int, Any]:
 
 
 def run(args) -> int:
+    proto = None
     try:
-        names = split_names(args.judges)
-        if not names:
-            raise ValueError("give at least one judge with --judges NAME (see `isr judges`)")
-        check_instance_names(names)
-        options = parse_judge_options(args.judge_option, args.card, judges=names)
-        check_rules(names, options, args)
+        if args.protocol_option and not args.protocol:
+            raise ValueError("--protocol-option needs --protocol NAME (see `isr judges --protocols`)")
+        if args.protocol:
+            if args.card:
+                raise ValueError("--card does not apply to a protocol's judges (they answer yes/no questions)")
+            proto = build_protocol(args)
+            judges = list(proto.judges)
+            composition = check_composition_override(args, proto)
+        else:
+            names = split_names(args.judges)
+            if not names:
+                raise ValueError("give at least one judge with --judges NAME (see `isr judges`), or a protocol "
+                                 "with --protocol NAME (see `isr judges --protocols`)")
+            check_instance_names(names)
+            options = parse_judge_options(args.judge_option, args.card, judges=names)
+            composition = check_rules(names, options, args)
         if args.batch_size < 1:
             raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
         manifest = load_manifest(args.manifest)
         processes_for(args)  # before the judges: each process its own device
-        judges = build_judges(names, options, device=args.device, batch_size=args.batch_size,
-                              force_card=args.force_card)
+        if proto is None:
+            judges = build_judges(names, options, device=args.device, batch_size=args.batch_size,
+                                  force_card=args.force_card)
     except (KeyError, ValueError, FileNotFoundError, ImportError, ManifestError, CardMismatchError,
             WeightsUnavailableError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"error: {msg}", file=sys.stderr)
         return 2
-    code, _ = run_pipeline(args, manifest, judges, title=args.title or f"ISR report: {Path(args.manifest).name}")
+    code, _ = run_pipeline(args, manifest, [] if proto is not None else judges, composition=composition,
+                           protocol=proto, title=args.title or f"ISR report: {Path(args.manifest).name}")
     return code
+
+
+def check_composition_override(args, proto: Protocol) -> Composition:
+    """A protocol's composition, or ``--composition`` in its place (checked on its judges)."""
+    if args.rule or args.semantic_rule or args.perceptual_rule:
+        raise ValueError(f"--rule/--semantic-rule/--perceptual-rule do not apply to protocol {proto.name!r}: its "
+                         f"composition is {proto.composition.to_dict()['form']} (override it with --composition "
+                         "SPEC, or its rule with --protocol-option across=RULE)")
+    if args.composition is None:
+        if args.abstain != "strict":
+            return dataclasses.replace(proto.composition, abstain=args.abstain)
+        return proto.composition
+    return parse_composition(args, proto.kinds())

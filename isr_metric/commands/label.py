@@ -11,6 +11,11 @@ named and left out)::
 
     isr label --import human.csv --out labels.csv
 
+or label with a judging protocol (its judges and composition; the label is the protocol's
+decision, ``labeler_score`` the number of its judges that said success)::
+
+    isr label manifest.csv --protocol paper --subset 200 --out labels.csv
+
 A verdict of *success* (immunization worked: mismatch or degraded) becomes label 1. Judge runs
 write ``<out>.provenance.json`` beside the labels (judge description, manifest hash, subset, seed,
 skipped rows).
@@ -28,10 +33,11 @@ import numpy as np
 
 from ..data import ManifestError, load_manifest
 from ..files import file_digest
-from ..labels import LabelError, parse_judge_options, read_label_table, score_rows, write_label_table
+from ..labels import LabelError, parse_judge_options, protocol_rows, read_label_table, score_rows, write_label_table
 from ..registry import MissingExtraError
 from .calibrate import error, print_skipped
-from .evaluate import add_cache_options, add_scaling_options, build_judges, open_cache, processes_for
+from .evaluate import (add_cache_options, add_protocol_options, add_scaling_options, build_judges, build_protocol,
+                       open_cache, processes_for)
 
 
 def add_parser(sub, help: str) -> argparse.ArgumentParser:
@@ -44,6 +50,7 @@ def add_parser(sub, help: str) -> argparse.ArgumentParser:
     p.add_argument("--judge", help="judge that returns verdicts (e.g. mllm)")
     p.add_argument("--judge-option", action="append", default=[], metavar="KEY=VALUE",
                    help="option passed to the judge (repeatable)")
+    add_protocol_options(p)
     p.add_argument("--subset", type=int, help="label a random subset of this many rows")
     p.add_argument("--seed", type=int, default=0, help="seed of the subset draw (recorded)")
     p.add_argument("--batch-size", type=int, default=8, help="samples per judge call")
@@ -92,15 +99,23 @@ def _manifest_row_dict(row, out_dir: Path) -> Dict[str, Any]:
 
 
 def _judge(args) -> int:
-    if not args.judge:
-        return error("label", "pass --judge NAME (a judge that returns verdicts, e.g. mllm) or --import HUMAN.csv")
+    proto = None
+    if args.protocol_option and not args.protocol:
+        return error("label", "--protocol-option needs --protocol NAME (see `isr judges --protocols`)")
+    if not args.judge and not args.protocol:
+        return error("label", "pass --judge NAME (a judge that returns verdicts, e.g. mllm), --protocol NAME "
+                              "(e.g. paper) or --import HUMAN.csv")
     try:
+        if args.protocol:
+            proto = build_protocol(args)
         manifest = load_manifest(args.manifest)
         procs = processes_for(args)  # before the judge: each process its own device
-        judge = build_judges([args.judge], {args.judge: parse_judge_options(args.judge_option)},
-                             device=args.device, batch_size=args.batch_size)[0]
+        judge = None if proto is not None else build_judges(
+            [args.judge], {args.judge: parse_judge_options(args.judge_option)}, device=args.device,
+            batch_size=args.batch_size)[0]
     except (ManifestError, ValueError, KeyError, FileNotFoundError, MissingExtraError) as e:
         return error("label", str(e).strip('"'))
+    labeler = args.judge if proto is None else f"protocol:{proto.name}"
     rows = manifest.rows
     n = len(rows)
     if args.subset is not None:
@@ -120,8 +135,12 @@ def _judge(args) -> int:
             continue
         samples.append(row.to_sample())
         kept.append(row)
-    results = score_rows(judge, samples, cache=open_cache(args), verdicts=True, processes=procs,
-                         batch_size=args.batch_size, num_workers=args.num_workers)
+    if proto is not None:
+        results = protocol_rows(proto.judges, proto.composition, samples, cache=open_cache(args), processes=procs,
+                                batch_size=args.batch_size, num_workers=args.num_workers)
+    else:
+        results = score_rows(judge, samples, cache=open_cache(args), verdicts=True, processes=procs,
+                             batch_size=args.batch_size, num_workers=args.num_workers)
     if results is None:  # not the main process: it writes the labels
         return 0
     out_dir = Path(args.out).resolve().parent
@@ -131,7 +150,7 @@ def _judge(args) -> int:
             skipped.append({"line": row.row, "key": row.key, "reason": reason})
             continue
         success, score = value
-        out_rows.append({**_manifest_row_dict(row, out_dir), "label": int(success), "labeler": args.judge,
+        out_rows.append({**_manifest_row_dict(row, out_dir), "label": int(success), "labeler": labeler,
                          "labeler_score": "" if score != score else repr(float(score))})
     skipped.sort(key=lambda s: (s["line"] is None, s["line"] or 0))
     print_skipped("label", skipped)
@@ -140,9 +159,13 @@ def _judge(args) -> int:
         columns += [c for c in r if c not in columns and c not in ("label", "labeler", "labeler_score")]
     columns += ["label", "labeler", "labeler_score"]
     write_label_table(args.out, out_rows, columns)
-    describe = judge.describe() if hasattr(judge, "describe") else {"name": args.judge}
+    if proto is not None:
+        describe = {"protocol": proto.to_dict(), "judges": [j.describe() for j in proto.judges]}
+    else:
+        describe = judge.describe() if hasattr(judge, "describe") else {"name": args.judge}
     prov = {"manifest": str(args.manifest), "manifest_sha256": file_digest(args.manifest),
             "judge": describe, "judge_options": parse_judge_options(args.judge_option),
+            "protocol_options": parse_judge_options(args.protocol_option) if proto is not None else None,
             "subset": args.subset, "seed": args.seed, "n_manifest_rows": n, "n_selected": int(len(pick)),
             "n_labelled": len(out_rows), "skipped": skipped,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}

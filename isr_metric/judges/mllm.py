@@ -677,6 +677,7 @@ class _MLLMView(Judge):
                 raw[smp.resolved_key() if hasattr(smp, "resolved_key") else str(smp)] = p.stats["raw"]
         return {
             "template": self.client.template.version, "template_sha": self.client.template.sha,
+            "questions": ["edit_accomplished", "degraded"],  # answers per sample, reported per judge
             "retries": [stat(s, "retries") for s in scores], "attempts": [stat(s, "attempts") for s in scores],
             "malformed": [stat(s, "malformed") for s in scores],
             "edit_accomplished": [None if part(s) is None else part(s).value["edit_accomplished"] for s in scores],
