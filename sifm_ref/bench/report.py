@@ -14,8 +14,8 @@ from isr_metric.files import atomic_write
 from isr_metric.legacy import LegacyMetric, lpips_weights_available, psnr, ssim
 from isr_metric.report import (csv_text, figure_data_uri, fmt_num, fmt_pct, new_figure, per_sample_table,
                                template_environment, thumbnail_data_uri)
-from isr_metric.compose import JudgeColumn, judge_rates, pairwise_agreement
-from isr_metric.rules import report_from_samples
+from isr_metric.compose import pairwise_agreement
+from isr_metric.rules import judge_columns, per_judge_rates, report_from_samples
 from isr_metric.stats import mcnemar_exact, paired_difference_interval
 from isr_metric.types import EditSample, ISRReport, SampleVerdict
 
@@ -108,15 +108,12 @@ def _per_judge(report: ISRReport, pooled_rows: Mapping[str, Sequence[SampleVerdi
     kinds = {j["name"]: j.get("kind", "semantic") for j in report.judges}
     out: Dict[str, Dict[str, Any]] = {}
     for label, rows in pooled_rows.items():
-        cols = [JudgeColumn(name, kind, tuple(None if (s.judges.get(name) is None or s.judges[name].abstained)
-                                              else s.judges[name].success for s in rows))
-                for name, kind in kinds.items()]
-        rates = judge_rates(cols, [s.cluster for s in rows], confidence=confidence, n_boot=n_boot, seed=seed)
+        rates = per_judge_rates(rows, kinds, confidence=confidence, n_boot=n_boot, seed=seed)
         out[label] = {
-            "rates": {n: {"isr": _nan(r.isr), "ci_low": _nan(r.ci_low), "ci_high": _nan(r.ci_high), "n": r.n,
-                          "n_success": r.n_success, "n_abstained": r.n_abstained} for n, r in rates.items()},
+            "rates": {r.judge: {"isr": _nan(r.isr), "ci_low": _nan(r.ci_low), "ci_high": _nan(r.ci_high), "n": r.n,
+                                "n_success": r.n_success, "n_abstained": r.n_abstained} for r in rates},
             "agreement": [{"a": a.a, "b": a.b, "n": a.n, "kappa": _nan(a.kappa), "p_observed": _nan(a.p_observed)}
-                          for a in pairwise_agreement(cols)]}
+                          for a in pairwise_agreement(judge_columns(rows, kinds))]}
     return out
 
 
