@@ -291,6 +291,15 @@ class Composition:
     def to_dict(self) -> Dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _checked(self, cols: Sequence[JudgeColumn]) -> List[JudgeColumn]:
+        """``cols`` as a list, after checking their names are distinct and fit this composition."""
+        cols = list(cols)
+        kinds = {c.judge: c.kind for c in cols}
+        if len(kinds) != len(cols):
+            raise ValueError("two columns share a judge name")
+        self.check(kinds)
+        return cols
+
     def _check_abstain(self) -> None:
         if getattr(self, "abstain", None) not in _ABSTAIN_MODES:
             raise ValueError(f"abstain must be 'strict' or 'drop', got {getattr(self, 'abstain', None)!r}")
@@ -330,11 +339,7 @@ class GroupWise(Composition):
                                      f"{', '.join(names)})") from None
 
     def decide(self, cols: Sequence[JudgeColumn]) -> Decisions:
-        cols = list(cols)
-        kinds = {c.judge: c.kind for c in cols}
-        if len(kinds) != len(cols):
-            raise ValueError("two columns share a judge name")
-        self.check(kinds)
+        cols = self._checked(cols)
         sem = [c for c in cols if c.kind == "semantic"]
         per = [c for c in cols if c.kind == "perceptual"]
         s = combine_rule(sem, self.semantic_rule, self.abstain) if sem else None
@@ -379,11 +384,7 @@ class PerJudge(Composition):
             raise ValueError(f"across rule {self.across!r}: {e} ({len(kinds)} judge(s): {', '.join(kinds)})") from None
 
     def decide(self, cols: Sequence[JudgeColumn]) -> Decisions:
-        cols = list(cols)
-        kinds = {c.judge: c.kind for c in cols}
-        if len(kinds) != len(cols):
-            raise ValueError("two columns share a judge name")
-        self.check(kinds)
+        cols = self._checked(cols)
         return Decisions(combine_rule(cols, self.across, self.abstain), judges={c.judge: c.outcomes for c in cols})
 
     def describe(self, kinds: Mapping[str, str]) -> str:
