@@ -34,6 +34,7 @@ import numpy as np
 from ..data import ManifestError, load_manifest
 from ..files import file_digest
 from ..labels import LabelError, parse_judge_options, protocol_rows, read_label_table, score_rows, write_label_table
+from ..protocols import parse_protocol_options
 from ..registry import MissingExtraError
 from .calibrate import error, print_skipped
 from .evaluate import (add_cache_options, add_protocol_options, add_scaling_options, build_judges, build_protocol,
@@ -165,7 +166,7 @@ def _judge(args) -> int:
         describe = judge.describe() if hasattr(judge, "describe") else {"name": args.judge}
     prov = {"manifest": str(args.manifest), "manifest_sha256": file_digest(args.manifest),
             "judge": describe, "judge_options": parse_judge_options(args.judge_option),
-            "protocol_options": parse_judge_options(args.protocol_option) if proto is not None else None,
+            "protocol_options": parse_protocol_options(args.protocol_option) if proto is not None else None,
             "subset": args.subset, "seed": args.seed, "n_manifest_rows": n, "n_selected": int(len(pick)),
             "n_labelled": len(out_rows), "skipped": skipped,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
