@@ -390,16 +390,17 @@ def render_html(report: ISRReport, *, title: str = "ISR report", max_thumbnails:
     agreement = [] if r.legacy is None else [
         [a.metric, a.rule, a.n, a.dissimilar_success, a.dissimilar_failure, a.similar_success, a.similar_failure,
          fmt_pct(None if math.isnan(a.disagreement) else a.disagreement)] for a in r.legacy.agreement]
+    # each judge's own rates: worth a table beside the combined ISR with several judges or an MLLM's answers
+    judge_tables = len(r.per_judge) > 1 or any(j.n_answered for j in r.per_judge)
     return template_environment().get_template("report.html.j2").render(
         title=title, r=r, rule=r.composition or _rule_words(r.rule), provenance="; ".join(prov),
         headline=[[m.label, fmt_pct(m.isr), f"[{fmt_pct(m.ci_low)}, {fmt_pct(m.ci_high)}]", m.n, m.n_success,
                    m.n_abstained, m.n_clusters, "unprotected: how often the judges call an unprotected edit a "
                    "success (not an ISR)" if m.unprotected else ""] for m in r.by_method],
         protocol=_protocol_rows(r.protocol),
-        per_judge=[_judge_rate_row(j) for j in r.per_judge] if len(r.per_judge) > 1 or any(
-            j.n_answered for j in r.per_judge) else [],
+        per_judge=[_judge_rate_row(j) for j in r.per_judge] if judge_tables else [],
         per_method_judge=[[m.label, *_judge_rate_row(j)] for m in r.by_method for j in m.per_judge]
-        if len(r.per_judge) > 1 or any(j.n_answered for j in r.per_judge) else [],
+        if judge_tables else [],
         kappa=[[a.a, a.b, a.n, "undefined" if math.isnan(a.kappa) else f"{a.kappa:.3f}", fmt_pct(a.p_observed),
                 a.both_success, a.both_failure, a.only_a, a.only_b] for a in r.judge_agreement],
         cost=[[k, *_cost_row(u)] for k, u in r.usage.items()]

@@ -202,13 +202,6 @@ def _rate(values: Iterable[Optional[bool]]) -> float:
     return float(np.mean(decided)) if decided else float("nan")
 
 
-def _interval(y: Sequence[bool], clusters: Sequence[Any], *, confidence: float, ci_method: str, n_boot: int,
-              seed: int) -> Tuple[float, float, str]:
-    if y:
-        return rate_interval(y, clusters, confidence=confidence, method=ci_method, n_boot=n_boot, seed=seed)
-    return float("nan"), float("nan"), ("wilson" if ci_method == "auto" else ci_method)
-
-
 def judge_columns(per_sample: Sequence[SampleVerdict], kinds: Mapping[str, str]) -> List[JudgeColumn]:
     """One :class:`~isr_metric.compose.JudgeColumn` per judge of ``kinds`` (``{name: kind}``, in
     order) from the judges' results of each edit (abstained or missing -> None)."""
@@ -245,15 +238,17 @@ def per_judge_rates(per_sample: Sequence[SampleVerdict], kinds: Mapping[str, str
 
 
 def _method_rate(label: str, methods: Sequence[Optional[str]], rows: Sequence[SampleVerdict],
-                 kinds: Mapping[str, str], **kw: Any) -> MethodRate:
+                 kinds: Mapping[str, str], *, confidence: float, ci_method: str, n_boot: int, seed: int) -> MethodRate:
     judged = [s for s in rows if s.success is not None]
     y = [bool(s.success) for s in judged]
-    lo, hi, method = _interval(y, [s.cluster for s in judged], **kw)
+    lo, hi, method = rate_interval(y, [s.cluster for s in judged], confidence=confidence, method=ci_method,
+                                   n_boot=n_boot, seed=seed)
     n, k = len(y), int(sum(y))
     return MethodRate(label=label, methods=tuple(methods), unprotected=all(is_unprotected(m) for m in methods),
                       isr=(k / n) if n else float("nan"), ci_low=lo, ci_high=hi, n=n, n_success=k,
                       n_abstained=len(rows) - n, n_clusters=len({s.cluster for s in rows}), ci_method=method,
-                      confidence=kw["confidence"], per_judge=per_judge_rates(rows, kinds, **kw))
+                      confidence=confidence, per_judge=per_judge_rates(rows, kinds, confidence=confidence,
+                                                                       ci_method=ci_method, n_boot=n_boot, seed=seed))
 
 
 def method_rates(per_sample: Sequence[SampleVerdict], kinds: Mapping[str, str], *, confidence: float = 0.95,
@@ -300,7 +295,7 @@ def report_from_samples(
     clusters = [s.cluster for s in judged]
     n, k = len(y), int(sum(y))
     kw = dict(confidence=confidence, ci_method=ci_method, n_boot=n_boot, seed=seed)
-    lo, hi, method = _interval(y, clusters, **kw)
+    lo, hi, method = rate_interval(y, clusters, confidence=confidence, method=ci_method, n_boot=n_boot, seed=seed)
     both = [None if (s.semantic is None or s.perceptual is None) else (s.semantic and s.perceptual)
             for s in per_sample]
     note = few_clusters_note(len(set(clusters))) if n else None
