@@ -48,7 +48,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Unio
 
 from .files import default_cache_dir
 
-__all__ = ["ScoreCache", "CacheEntry", "default_cache_dir", "request_key", "FORMAT_VERSION", "CACHE_FILE"]
+__all__ = ["ScoreCache", "CacheEntry", "PeekView", "default_cache_dir", "request_key", "FORMAT_VERSION", "CACHE_FILE"]
 
 #: bump when the key or the line format changes (old files are then simply not read)
 FORMAT_VERSION = 2
@@ -259,3 +259,11 @@ class ScoreCache:
         """Forget every entry held in memory (the file, if any, is left alone)."""
         with self._lock:
             self._mem.clear()
+
+
+class PeekView:
+    """A read-only view of a cache (anything with ``peek``) whose lookups do not count as hits:
+    a :class:`~isr_metric.scoring.ScoringRun` over it plans ahead without touching the stats."""
+
+    def __init__(self, cache: Any) -> None:
+        self.get = cache.peek

@@ -42,7 +42,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from .cache import CACHE_FILE, CacheEntry, ScoreCache
+from .cache import CACHE_FILE, CacheEntry, PeekView, ScoreCache
 from .data import MAX_PIXELS
 from .devices import resolve_device
 from .loader import DEFAULT_MEMO_BYTES, RowRejection, ScoreLoader
@@ -169,12 +169,6 @@ class ShardedScores:
 _DEFERRED = "computed by another process"  # stats key of a placeholder part (its request key)
 
 
-class _Peek:
-    """A cache view whose lookups do not count (planning ahead)."""
-
-    def __init__(self, cache: ScoreCache) -> None:
-        self.get = cache.peek
-
 
 class _Overlay:
     """``received`` entries, then the cache (writes go to the cache)."""
@@ -272,7 +266,7 @@ class ShardedRun:
         not compute it (:attr:`view` answers a placeholder) and :meth:`settle` fills it in."""
         if not isinstance(self.view, _ShardView):
             return
-        peek = ScoringRun(list(scorers), cache=_Peek(self.local))  # type: ignore[arg-type]
+        peek = ScoringRun(list(scorers), cache=PeekView(self.local))  # type: ignore[arg-type]
         misses: Dict[int, List[str]] = {}
         users: Dict[int, Tuple[Sequence[EditSample], Dict[str, Set[int]]]] = {}
         for k, samples in batches:

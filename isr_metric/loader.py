@@ -43,7 +43,7 @@ from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional
 
 import torch
 
-from .cache import ScoreCache
+from .cache import PeekView
 from .data import MAX_PIXELS, ImageLoadError, display_text, load_image
 from .imageops import image_digest
 from .scoring import IMAGE_ROLES, ImageRef, Plan, SampleScores, ScoringRun
@@ -265,12 +265,6 @@ class LoaderStats:
                 "batches": self.batches, "rows": self.rows}
 
 
-class _PeekCache:
-    """A cache view whose lookups do not count (look-ahead plans)."""
-
-    def __init__(self, cache: ScoreCache) -> None:
-        self.get = cache.peek
-
 
 def _label(sample: EditSample, role: str, value: Any) -> str:
     if isinstance(value, (str, os.PathLike)):
@@ -363,7 +357,7 @@ class ScoreLoader:
         (lookups not counted), decode what needs a computation and prepare it for each scorer."""
         t0 = time.perf_counter()
         out = _Prepared(list(samples))
-        plan = ScoringRun(self.run.scorers, cache=_PeekCache(self.run.cache)).plan(out.samples)  # type: ignore[arg-type]
+        plan = ScoringRun(self.run.scorers, cache=PeekView(self.run.cache)).plan(out.samples)  # type: ignore[arg-type]
         need = plan.rows_with_misses()
         rejected: Set[int] = set()
         if self.reject_rows:
